@@ -1,0 +1,1 @@
+"""Pure values and records: no I/O, no frameworks beyond pydicom's data model."""
