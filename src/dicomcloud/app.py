@@ -1,0 +1,84 @@
+"""Composition root: settings -> backends -> services (transports attach to these)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dicomcloud.config import Settings
+from dicomcloud.events import OutboxRelay, open_event_bus
+from dicomcloud.ports import BlobStore, EventBus, Index
+from dicomcloud.services.ingest import IngestService
+from dicomcloud.services.retrieve import RetrieveService
+from dicomcloud.storage import open_blob_store
+
+log = logging.getLogger(__name__)
+
+
+async def open_index(url: str, *, migrate: bool = True) -> Index:
+    """The index for ``url``; applies pending migrations first when ``migrate``."""
+    from dicomcloud.index.engine import create_engine_for
+    from dicomcloud.index.migrate import migrate_engine
+    from dicomcloud.index.sql_index import SqlIndex
+
+    engine = create_engine_for(url)
+    if migrate:
+        await migrate_engine(engine)
+    return SqlIndex(engine)
+
+
+@dataclass
+class Archive:
+    """Every long-lived component of one dicomcloud process."""
+
+    settings: Settings
+    index: Index
+    blobs: BlobStore
+    bus: EventBus
+    ingest: IngestService
+    retrieve: RetrieveService
+    relay: OutboxRelay
+    spool_dir: Path
+    _started: bool = field(default=False, repr=False)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, migrate: bool = True) -> Archive:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        index = await open_index(settings.index_url, migrate=migrate)
+        blobs = open_blob_store(settings.storage_url, fsync=settings.storage.fsync)
+        bus = open_event_bus(settings.events.url)
+        ingest = IngestService(
+            index,
+            blobs,
+            duplicate_policy=settings.ingest.duplicate_policy,
+            max_batch=settings.ingest.max_batch,
+        )
+        relay = OutboxRelay(index, bus)
+        ingest.committer.on_commit.append(relay.notify)
+        spool_dir = settings.data_dir / "spool"
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            settings,
+            index,
+            blobs,
+            bus,
+            ingest,
+            RetrieveService(index, blobs),
+            relay,
+            spool_dir,
+        )
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.ingest.start()
+            await self.relay.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self.ingest.stop()
+            await self.relay.stop()
+            self._started = False
+        await self.bus.close()
+        await self.index.close()

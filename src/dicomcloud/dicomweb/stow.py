@@ -1,0 +1,247 @@
+"""STOW-RS: Store Instances (PS3.18 10.5).
+
+``POST {base}/studies`` and ``POST {base}/studies/{StudyInstanceUID}`` with a
+``multipart/related; type="application/dicom"`` body (or a single ``application/dicom``
+body).  Parts are streamed to the ingest service as they complete; the response is the
+Store Instances Response Module (PS3.18 10.5.3) in DICOM JSON, or XML on request:
+
+* 200: every instance stored, no warning;
+* 202: some instances failed or were stored with warnings;
+* 409: no instance stored;
+* 400 / 413 / 415: the request itself cannot be processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from dicomcloud.dicomweb.media import (
+    DICOM,
+    DICOM_JSON,
+    DICOM_XML,
+    JSON,
+    MULTIPART_RELATED,
+    parse_accept,
+    parse_content_type,
+)
+from dicomcloud.dicomweb.multipart import MultipartReader, Part
+from dicomcloud.dicomweb.responses import dataset_response, warning_header
+from dicomcloud.domain.values import is_valid_uid
+from dicomcloud.errors import (
+    BadRequest,
+    CannotUnderstand,
+    DicomCloudError,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from dicomcloud.services.ingest import IngestContext, IngestResult, IngestService
+
+log = logging.getLogger(__name__)
+
+
+def wants_xml(request: Request) -> bool:
+    """PS3.18 10.5.2: the response is DICOM JSON unless XML is preferred."""
+    for media in parse_accept(request.headers.get("accept")):
+        if media.matches(DICOM_JSON) or media.type == JSON:
+            return False
+        if media.type == DICOM_XML:
+            return True
+        if media.type == "*/*" or media.type == "application/*":
+            return False
+    raise NotAcceptable(
+        "STOW-RS responds with application/dicom+json or application/dicom+xml; "
+        f"Accept was {request.headers.get('accept')!r}"
+    )
+
+
+class StowHandler:
+    """Reads one STOW-RS request and reports on every part."""
+
+    def __init__(
+        self,
+        ingest: IngestService,
+        *,
+        spool_dir: Path,
+        spool_threshold: int,
+        max_request_bytes: int,
+        max_instance_bytes: int,
+        concurrency: int,
+    ) -> None:
+        self._ingest = ingest
+        self._spool_dir = spool_dir
+        self._threshold = spool_threshold
+        self._max_request = max_request_bytes
+        self._max_instance = max_instance_bytes
+        self._concurrency = concurrency
+
+    async def handle(
+        self, request: Request, context: IngestContext, retrieve_base: str
+    ) -> Response:
+        xml = wants_xml(request)
+        study = context.expected_study_uid
+        if study is not None and not is_valid_uid(study):
+            raise BadRequest(f"StudyInstanceUID {study!r} in the URL is not a valid UID")
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise BadRequest(f"Content-Length {declared!r} is not a number")
+            if int(declared) > self._max_request:
+                raise PayloadTooLarge(
+                    f"the request ({declared} bytes) exceeds the limit of {self._max_request} bytes"
+                )
+        media = parse_content_type(request.headers.get("content-type"))
+        if media.type == MULTIPART_RELATED:
+            part_type = media.params.get("type", DICOM).lower()
+            if part_type != DICOM:
+                raise UnsupportedMediaType(
+                    f'multipart/related; type="{part_type}" is not supported; send '
+                    'multipart/related; type="application/dicom"'
+                )
+            boundary = media.params.get("boundary")
+            if not boundary:
+                raise BadRequest("Content-Type multipart/related has no boundary parameter")
+            results, trailer = await self._read_multipart(request, boundary, context)
+        elif media.type == DICOM:
+            results, trailer = await self._read_single(request, context), None
+        else:
+            raise UnsupportedMediaType(
+                f"Content-Type {media.type or '(none)'!r} is not supported; send "
+                'multipart/related; type="application/dicom"'
+            )
+        return self._response(results, trailer, xml=xml, study=study, base=retrieve_base)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def _read_single(self, request: Request, context: IngestContext) -> list[IngestResult]:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self._max_instance:
+                raise PayloadTooLarge(f"the instance exceeds {self._max_instance} bytes")
+        if not body:
+            raise BadRequest("the request body is empty")
+        return [await self._ingest.store_part10(bytes(body), context)]
+
+    async def _read_multipart(
+        self, request: Request, boundary: str, context: IngestContext
+    ) -> tuple[list[IngestResult], str | None]:
+        reader = MultipartReader(
+            boundary,
+            spool_threshold=self._threshold,
+            spool_dir=self._spool_dir,
+            max_part_bytes=self._max_instance,
+        )
+        limiter = asyncio.Semaphore(self._concurrency)
+        tasks: list[asyncio.Task[IngestResult]] = []
+        received = 0
+        trailer: str | None = None
+
+        async def store(part: Part) -> IngestResult:
+            try:
+                return await self._store_part(part, context)
+            finally:
+                part.discard()
+                limiter.release()
+
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > self._max_request:
+                    raise PayloadTooLarge(
+                        f"the request exceeds the limit of {self._max_request} bytes"
+                    )
+                reader.feed(chunk)
+                for part in reader.take():
+                    await limiter.acquire()  # back-pressure: stop reading while busy
+                    tasks.append(asyncio.create_task(store(part)))
+            reader.close()
+        except ClientDisconnect:
+            reader.abort()
+            trailer = "the client disconnected before the end of the body"
+        except DicomCloudError as exc:
+            reader.abort()
+            if not tasks:
+                raise
+            # Parts before the problem were stored: report them rather than hide them.
+            trailer = exc.reason
+        results = list(await asyncio.gather(*tasks))
+        if not results and trailer is None:
+            raise BadRequest("the multipart body contains no part")
+        return results, trailer
+
+    async def _store_part(self, part: Part, context: IngestContext) -> IngestResult:
+        part_type = parse_content_type(part.content_type).type if part.content_type else DICOM
+        if part_type != DICOM:
+            return IngestResult(
+                None,
+                None,
+                failure=CannotUnderstand(
+                    f"a part has Content-Type {part.content_type!r}, not application/dicom"
+                ),
+            )
+        source = part.data if part.data is not None else part.path
+        assert source is not None
+        return await self._ingest.store_part10(source, context)
+
+    # -- response -------------------------------------------------------------------------
+
+    def _response(
+        self,
+        results: list[IngestResult],
+        trailer: str | None,
+        *,
+        xml: bool,
+        study: str | None,
+        base: str,
+    ) -> Response:
+        response = Dataset()
+        referenced: list[Dataset] = []
+        failed: list[Dataset] = []
+        notes: list[str] = []
+        for result in results:
+            item = Dataset()
+            if result.sop_class_uid and is_valid_uid(result.sop_class_uid):
+                item.ReferencedSOPClassUID = result.sop_class_uid
+            if result.sop_instance_uid and is_valid_uid(result.sop_instance_uid):
+                item.ReferencedSOPInstanceUID = result.sop_instance_uid
+            label = result.sop_instance_uid or "(unidentified part)"
+            if result.failure is not None:
+                item.FailureReason = result.failure.dimse_status
+                failed.append(item)
+                notes.append(f"{label}: {result.failure.reason}")
+                continue
+            item.RetrieveURL = (
+                f"{base}/studies/{result.study_instance_uid}/series/"
+                f"{result.series_instance_uid}/instances/{result.sop_instance_uid}"
+            )
+            if result.status != 0x0000:
+                item.WarningReason = result.status
+                notes.append(f"{label}: {result.comment}")
+            referenced.append(item)
+        if trailer:
+            notes.append(trailer)
+        if study is not None:
+            response.RetrieveURL = f"{base}/studies/{study}"
+        if failed:
+            response.FailedSOPSequence = failed
+        if referenced:
+            response.ReferencedSOPSequence = referenced
+        if not referenced:
+            status = 409
+        elif failed or trailer or any(r.status != 0 for r in results):
+            status = 202
+        else:
+            status = 200
+        headers = {}
+        if notes:
+            headers["Warning"] = ", ".join(warning_header(n) for n in notes[:20])
+        for note in notes:
+            log.info("STOW-RS: %s", note)
+        return dataset_response(response, status=status, xml=xml, headers=headers)

@@ -1,0 +1,159 @@
+"""The DIMSE SCP: C-ECHO (PS3.4 A.4) and C-STORE (PS3.4 B.2) over pynetdicom.
+
+Handlers run in pynetdicom's association threads and hand each dataset to the shared
+ingest service on the archive's event loop.  The C-STORE response reports what really
+happened (PS3.4 B.2.3): 0x0000 only after the instance is durable and indexed, a
+warning (0xB000, 0xB006) when it was stored with a remark, or a failure status
+(0xA700, 0xA900, 0xC000, 0x0110) with an ErrorComment saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomcloud.config import Settings
+from dicomcloud.dimse.contexts import (
+    STORAGE_TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+    storage_sop_classes,
+)
+from dicomcloud.services.ingest import IngestContext, IngestService
+
+log = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_PROCESSING_FAILURE = 0x0110
+
+
+def set_nodelay(event: Any) -> None:
+    """Turn Nagle off: pynetdicom leaves it on, which stalls each PDU by ~40 ms."""
+    try:
+        sock = event.assoc.dul.socket.socket
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # not TCP (tests with socketpair), or closed
+        pass
+
+
+class DimseServer:
+    """Listens for associations and serves C-ECHO and C-STORE."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ingest: IngestService,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        tenant_id: str,
+    ) -> None:
+        self._settings = settings
+        self._ingest = ingest
+        self._loop = loop
+        self._tenant_id = tenant_id
+        self._server: ThreadedAssociationServer | None = None
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        dimse = self._settings.dimse
+        ae = AE(ae_title=self._settings.server.ae_title)
+        ae.maximum_pdu_size = dimse.max_pdu_length
+        ae.network_timeout = dimse.network_timeout
+        ae.acse_timeout = dimse.acse_timeout
+        ae.dimse_timeout = dimse.dimse_timeout
+        ae.maximum_associations = dimse.max_associations
+        ae.add_supported_context(VERIFICATION_SOP_CLASS, STORAGE_TRANSFER_SYNTAXES)
+        for sop_class in storage_sop_classes():
+            ae.add_supported_context(sop_class, STORAGE_TRANSFER_SYNTAXES)
+        return ae
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.server_address[1]
+        return port
+
+    def start(self) -> None:
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        address = (self._settings.server.host, self._settings.server.dicom_port)
+        self._server = self.ae.start_server(address, block=False, evt_handlers=handlers)
+        log.info(
+            "DIMSE SCP %s listening on %s:%d",
+            self._settings.server.ae_title,
+            address[0],
+            self.port,
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # -- handlers (pynetdicom threads) --------------------------------------------------
+
+    def _on_echo(self, event: Any) -> int:
+        return STATUS_SUCCESS
+
+    def _on_store(self, event: Any) -> Dataset:
+        requestor = event.assoc.requestor
+        context = IngestContext(
+            tenant_id=self._tenant_id,
+            source="DIMSE",
+            source_ip=str(requestor.address),
+            source_ae=_ae_title(requestor.ae_title),
+        )
+        data: bytes = event.request.DataSet.getvalue()
+        syntax = str(event.context.transfer_syntax)
+        status = Dataset()
+        future = asyncio.run_coroutine_threadsafe(
+            self._ingest.store_dataset(data, syntax, context), self._loop
+        )
+        try:
+            result = future.result(timeout=self._settings.dimse.dimse_timeout)
+        except FutureTimeout:
+            future.cancel()
+            status.Status = STATUS_OUT_OF_RESOURCES
+            status.ErrorComment = "timed out storing the instance"
+            return status
+        except Exception as exc:  # must answer with a failure, never crash the association
+            log.exception("C-STORE failed")
+            status.Status = STATUS_PROCESSING_FAILURE
+            status.ErrorComment = _comment(f"processing failure: {exc}")
+            return status
+        status.Status = result.status
+        if result.status != STATUS_SUCCESS:
+            status.ErrorComment = _comment(result.comment)
+            level = logging.WARNING if result.failure is not None else logging.INFO
+            log.log(
+                level,
+                "C-STORE from %s: %s status 0x%04X: %s",
+                context.source_ae,
+                result.sop_instance_uid,
+                result.status,
+                result.comment,
+            )
+        return status
+
+
+def _ae_title(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip()
+    return str(value).strip()
+
+
+def _comment(text: str) -> str:
+    """ErrorComment is LO: 64 characters of the default repertoire (PS3.7 C.4)."""
+    ascii_text = text.encode("ascii", "replace").decode("ascii").replace("\\", "/")
+    return ascii_text[:64]

@@ -1,0 +1,78 @@
+"""Relay committed outbox rows to the event bus (transactional outbox pattern).
+
+An event is written in the same transaction as its instance, so it exists if and only
+if the instance does; the relay publishes it afterwards and deletes it only once the
+bus accepted it.  A crash between the two republishes the event (at-least-once), it
+never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from dicomcloud.ports import EventBus, Index
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Background task: poll the outbox (or wake on ``notify``) and publish."""
+
+    def __init__(
+        self, index: Index, bus: EventBus, *, batch: int = 500, idle_seconds: float = 1.0
+    ) -> None:
+        self._index = index
+        self._bus = bus
+        self._batch = batch
+        self._idle = idle_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.relayed = 0
+
+    def notify(self) -> None:
+        """Something was committed: relay soon rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.relay_once()  # drain what is committed, best effort
+
+    async def relay_once(self) -> int:
+        """Publish one batch; return how many messages were relayed."""
+        messages = await self._index.fetch_outbox(self._batch)
+        done: list[int] = []
+        try:
+            for message in messages:
+                await self._bus.publish(message.topic, message.key, message.payload)
+                done.append(message.id)
+        finally:
+            if done:
+                await self._index.mark_published(done)
+                self.relayed += len(done)
+        return len(done)
+
+    async def _run(self) -> None:
+        backoff = self._idle
+        while True:
+            try:
+                count = await self.relay_once()
+                backoff = self._idle
+            except Exception:
+                log.exception("outbox relay failed; retrying in %.1fs", backoff)
+                count = 0
+                backoff = min(backoff * 2, 30.0)
+            if count >= self._batch:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)

@@ -1,0 +1,1 @@
+"""Use-cases shared by every transport: ingest, retrieve (and later query)."""

@@ -1,0 +1,388 @@
+"""The ingest service: one use-case behind STOW-RS, C-STORE and ``dicomcloud import``.
+
+Order of work for each instance (DESIGN.md, data flow):
+
+1. parse once and validate the identifying attributes (reject with a reason);
+2. write the Part-10 bytes to blob storage durably (temp file, fsync, rename);
+3. index patient/study/series/instance rows and the outbox event in one transaction,
+   shared with other concurrent instances (group commit);
+4. only then report success.  A failure at any step is reported for that instance
+   and leaves nothing behind: a blob written for an instance that could not be
+   indexed is removed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dicomcloud.domain.events import StoredEvent, utc_now_iso, uuid7
+from dicomcloud.domain.extraction import extract_instance
+from dicomcloud.domain.records import (
+    DuplicatePolicy,
+    ExtractedInstance,
+    ExtractionWarning,
+    StoreOutcome,
+)
+from dicomcloud.errors import (
+    CannotUnderstand,
+    DataSetDoesNotMatchSOPClass,
+    DicomCloudError,
+    IdentityConflict,
+    IndexUnavailable,
+    InstanceRejected,
+    OutOfResources,
+)
+from dicomcloud.ports import BlobStore, Index, InstanceWrite
+from dicomcloud.services.part10 import ParsedObject, build_header, parse_dataset, parse_part10
+from dicomcloud.storage.keys import instance_key
+
+log = logging.getLogger(__name__)
+
+#: PS3.4 B.2.3 warning statuses used for stored-with-warning outcomes.
+WARNING_COERCION = 0xB000  # an indexed value was clipped or ignored
+WARNING_ELEMENTS_DISCARDED = 0xB006  # a duplicate was discarded (keep-first policy)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestContext:
+    """Who sent the object and how; one per request or association."""
+
+    tenant_id: str
+    source: str  # "STOW-RS", "DIMSE", "IMPORT"
+    source_ip: str | None = None
+    source_ae: str | None = None
+    #: STOW-RS ``POST /studies/{StudyInstanceUID}``: every instance must belong to it.
+    expected_study_uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one received object (a typed outcome each transport maps)."""
+
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    outcome: StoreOutcome | None = None
+    failure: DicomCloudError | None = None
+    warnings: tuple[ExtractionWarning, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def status(self) -> int:
+        """The PS3.4 B.2.3 status: 0x0000, a warning 0xBxxx, or the failure's code."""
+        if self.failure is not None:
+            return self.failure.dimse_status
+        if self.outcome is StoreOutcome.DUPLICATE:
+            return WARNING_ELEMENTS_DISCARDED
+        if self.warnings:
+            return WARNING_COERCION
+        return 0x0000
+
+    @property
+    def comment(self) -> str:
+        """Human-readable reason (C-STORE ErrorComment, STOW Warning header)."""
+        if self.failure is not None:
+            return self.failure.reason
+        parts = []
+        if self.outcome is StoreOutcome.DUPLICATE:
+            parts.append("SOP Instance UID already stored; the stored instance was kept")
+        parts.extend(f"{w.keyword}: {w.reason}" for w in self.warnings)
+        return "; ".join(parts)
+
+
+@dataclass
+class _Pending:
+    write: InstanceWrite
+    future: asyncio.Future[StoreOutcome] = field(repr=False)
+
+
+class GroupCommitter:
+    """Collects concurrent index writes into shared transactions.
+
+    While one transaction is being committed, new writes queue up; the next commit
+    takes all of them (up to ``max_batch``).  Under load this makes the cost of a
+    commit (and its fsync) shared by many instances; with one sender it adds nothing.
+    """
+
+    def __init__(self, index: Index, max_batch: int) -> None:
+        self._index = index
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+        self.committed = 0
+        self.on_commit: list[Callable[[], None]] = []
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(IndexUnavailable("the archive is shutting down"))
+
+    async def submit(self, write: InstanceWrite) -> StoreOutcome:
+        if self._task is None:
+            raise IndexUnavailable("the index writer is not running")
+        future: asyncio.Future[StoreOutcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(write, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = await self._index.store_instances([p.write for p in batch])
+        except IdentityConflict as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # One bad instance must not fail the others: retry them one by one.
+            for pending in batch:
+                await self._commit([pending])
+            return
+        except DicomCloudError as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        except Exception as exc:  # never let the writer die; report and continue
+            log.exception("index commit failed")
+            error = IndexUnavailable(f"index commit failed: {exc}")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        self.commits += 1
+        self.committed += len(batch)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(outcome)
+        for callback in self.on_commit:
+            callback()
+
+
+class IngestService:
+    """Stores received objects durably and indexes them (see module docstring)."""
+
+    def __init__(
+        self,
+        index: Index,
+        blobs: BlobStore,
+        *,
+        duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
+        max_batch: int = 200,
+    ) -> None:
+        self.index = index
+        self.blobs = blobs
+        self.duplicate_policy = duplicate_policy
+        self.committer = GroupCommitter(index, max_batch)
+
+    async def start(self) -> None:
+        await self.committer.start()
+
+    async def stop(self) -> None:
+        await self.committer.stop()
+
+    # -- entry points -------------------------------------------------------------------
+
+    async def store_part10(self, source: bytes | Path, context: IngestContext) -> IngestResult:
+        """Store one PS3.10 file as received (STOW-RS part, imported file)."""
+        try:
+            if isinstance(source, Path):
+                parsed = await asyncio.to_thread(parse_part10, source)
+            else:
+                parsed = parse_part10(source)
+        except InstanceRejected as exc:
+            return IngestResult(None, None, failure=exc)
+        return await self._store(parsed, source, context)
+
+    async def store_dataset(
+        self,
+        dataset: bytes,
+        transfer_syntax_uid: str,
+        context: IngestContext,
+    ) -> IngestResult:
+        """Store one dataset received over DIMSE in its negotiated transfer syntax."""
+        try:
+            ds = parse_dataset(dataset, transfer_syntax_uid)
+        except InstanceRejected as exc:
+            return IngestResult(None, None, failure=exc)
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+        header = build_header(
+            sop_class, sop_instance, transfer_syntax_uid, source_ae=context.source_ae
+        )
+        parsed = ParsedObject(ds, transfer_syntax_uid, header, 0)
+        return await self._store(parsed, dataset, context)
+
+    # -- the use-case -------------------------------------------------------------------
+
+    async def _store(
+        self, parsed: ParsedObject, source: bytes | Path, context: IngestContext
+    ) -> IngestResult:
+        ds = parsed.dataset
+        sop_class = _text(ds.get("SOPClassUID"))
+        sop_instance = _text(ds.get("SOPInstanceUID"))
+        try:
+            extracted = extract_instance(
+                ds, tenant_id=context.tenant_id, transfer_syntax_uid=parsed.transfer_syntax_uid
+            )
+        except InstanceRejected as exc:
+            return IngestResult(sop_class, sop_instance, failure=exc)
+        inst = extracted.instance
+        result = IngestResult(
+            inst.sop_class_uid,
+            inst.sop_instance_uid,
+            inst.study_instance_uid,
+            inst.series_instance_uid,
+        )
+        if context.expected_study_uid and inst.study_instance_uid != context.expected_study_uid:
+            return _with(
+                result,
+                failure=DataSetDoesNotMatchSOPClass(
+                    f"StudyInstanceUID {inst.study_instance_uid} does not match the study "
+                    f"{context.expected_study_uid} of the request"
+                ),
+            )
+        warnings = extracted.warnings + tuple(
+            ExtractionWarning("FileMetaInformation", note) for note in parsed.notes
+        )
+        try:
+            outcome, _key = await self._write_and_index(extracted, parsed, source, context)
+        except InstanceRejected as exc:
+            log.warning("instance %s not stored: %s", inst.sop_instance_uid, exc.reason)
+            return _with(result, failure=exc)
+        except DicomCloudError as exc:
+            log.error("instance %s not stored: %s", inst.sop_instance_uid, exc.reason)
+            return _with(result, failure=OutOfResources(exc.reason))
+        return _with(result, outcome=outcome, warnings=warnings)
+
+    async def _write_and_index(
+        self,
+        extracted: ExtractedInstance,
+        parsed: ParsedObject,
+        source: bytes | Path,
+        context: IngestContext,
+    ) -> tuple[StoreOutcome, str]:
+        inst = extracted.instance
+        existing = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
+        if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
+            return StoreOutcome.DUPLICATE, existing.blob_key
+        # A replacement goes to a new key so that the stored version stays intact until
+        # the index points at the new one.
+        version = uuid.uuid4().hex[:12] if existing is not None else ""
+        try:
+            key = instance_key(
+                context.tenant_id,
+                inst.study_instance_uid,
+                inst.series_instance_uid,
+                inst.sop_instance_uid,
+                version,
+            )
+        except ValueError as exc:  # extraction validated the UIDs; this is a safety net
+            raise CannotUnderstand(str(exc)) from exc
+        size = await self.blobs.put(key, _chunks(parsed, source))
+        record = _replace_instance(extracted, key, size)
+        event = StoredEvent(
+            event_id=str(uuid7()),
+            tenant_id=context.tenant_id,
+            patient_id=record.patient.patient_id,
+            study_instance_uid=inst.study_instance_uid,
+            series_instance_uid=inst.series_instance_uid,
+            sop_instance_uid=inst.sop_instance_uid,
+            sop_class_uid=inst.sop_class_uid,
+            transfer_syntax_uid=inst.transfer_syntax_uid,
+            blob_key=key,
+            file_size=size,
+            number_of_frames=inst.number_of_frames,
+            accession_number=record.study.accession_number,
+            study_date=record.study.study_date,
+            source=context.source,
+            source_ip=context.source_ip,
+            source_ae=context.source_ae,
+            replaced=existing is not None,
+            stored_at=utc_now_iso(),
+        )
+        write = InstanceWrite(record, event, self.duplicate_policy)
+        try:
+            outcome = await self.committer.submit(write)
+        except BaseException:
+            if existing is None or existing.blob_key != key:
+                await _quietly_delete(self.blobs, key)
+            raise
+        if outcome is StoreOutcome.REPLACED and existing is not None and existing.blob_key != key:
+            await _quietly_delete(self.blobs, existing.blob_key)
+        elif outcome is StoreOutcome.DUPLICATE and (existing is None or existing.blob_key != key):
+            # Lost a race with a concurrent first store under keep-first.
+            stored = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
+            if stored is None or stored.blob_key != key:
+                await _quietly_delete(self.blobs, key)
+        return outcome, key
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip("\x00 ")
+    return text or None
+
+
+def _with(result: IngestResult, **changes: object) -> IngestResult:
+    from dataclasses import replace
+
+    return replace(result, **changes)  # type: ignore[arg-type]
+
+
+def _replace_instance(extracted: ExtractedInstance, key: str, size: int) -> ExtractedInstance:
+    from dataclasses import replace
+
+    return replace(extracted, instance=replace(extracted.instance, blob_key=key, size=size))
+
+
+def _chunks(parsed: ParsedObject, source: bytes | Path) -> Iterable[bytes | memoryview]:
+    """The bytes to store: the received object, behind a corrected header if needed."""
+    if parsed.new_header is not None:
+        yield parsed.new_header
+    if isinstance(source, bytes):
+        view = memoryview(source)
+        yield view[parsed.dataset_offset :] if parsed.new_header is not None else view
+        return
+    yield from _file_chunks(source, parsed.dataset_offset if parsed.new_header else 0)
+
+
+def _file_chunks(path: Path, offset: int, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(size):
+            yield chunk
+
+
+async def _quietly_delete(blobs: BlobStore, key: str) -> None:
+    try:
+        await blobs.delete(key)
+    except Exception:  # the orphan is harmless; log and go on
+        log.exception("could not remove blob %s", key)

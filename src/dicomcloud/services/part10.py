@@ -1,0 +1,228 @@
+"""Reading what a sender gave us as a PS3.10 file, without re-encoding it.
+
+The stored file is the received bytes.  Only the File Meta Information header is
+rebuilt when it is missing or wrong (PS3.10 7.1: the header must name the dataset's SOP
+Class, SOP Instance and Transfer Syntax); the dataset bytes that follow it are kept
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from dicomcloud import __version__
+from dicomcloud.errors import CannotUnderstand
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                    b"UR", b"UT", b"UV"}  # fmt: skip
+IMPLEMENTATION_VERSION_NAME = f"DICOMCLOUD_{__version__}"[:16]
+DEFER_SIZE = 64 * 1024  # values above this stay on disk / in the buffer while parsing
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedObject:
+    """A received object: its dataset (large values deferred) and how to store it."""
+
+    dataset: Dataset
+    transfer_syntax_uid: str
+    #: Bytes of a corrected File Meta header (preamble included), or None to keep the
+    #: received bytes unchanged.
+    new_header: bytes | None
+    #: Offset in the received bytes where the dataset starts (after the old header).
+    dataset_offset: int
+    notes: tuple[str, ...] = ()
+
+
+def _meta_end(head: bytes, start: int) -> int:
+    """Offset just past the group 0002 elements that begin at ``start``.
+
+    File Meta elements are always Explicit VR Little Endian (PS3.10 7.1).
+    """
+    pos = start
+    while pos + 8 <= len(head):
+        group = struct.unpack_from("<H", head, pos)[0]
+        if group != 0x0002:
+            break
+        vr = head[pos + 4 : pos + 6]
+        if vr in _LONG_LENGTH_VRS:
+            if pos + 12 > len(head):
+                break
+            length = struct.unpack_from("<I", head, pos + 8)[0]
+            pos += 12 + length
+        else:
+            length = struct.unpack_from("<H", head, pos + 6)[0]
+            pos += 8 + length
+    return pos
+
+
+def _original_syntax(ds: Dataset) -> str:
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit:
+        return str(ImplicitVRLittleEndian)
+    if little is False:
+        return str(ExplicitVRBigEndian)
+    return str(ExplicitVRLittleEndian)
+
+
+def _check_complete(ds: Dataset, total: int, caught: list[warnings.WarningMessage]) -> None:
+    """Refuse truncated objects: pydicom reads them silently (PS3.5 7.1 lengths)."""
+    for message in caught:
+        text = str(message.message)
+        if "End of file reached" in text or "truncat" in text.lower():
+            raise CannotUnderstand(f"the DICOM object is truncated ({text})")
+    for raw in ds.elements():
+        length = getattr(raw, "length", None)
+        if length is None or length == 0xFFFFFFFF:
+            continue
+        value = getattr(raw, "value", None)
+        if value is None:
+            tell = getattr(raw, "value_tell", None)
+            if tell is not None and tell + length > total:
+                raise CannotUnderstand(
+                    f"the DICOM object is truncated: element {raw.tag} declares "
+                    f"{length} bytes, only {max(total - tell, 0)} present"
+                )
+        elif isinstance(value, bytes) and len(value) != length:
+            raise CannotUnderstand(
+                f"the DICOM object is truncated: element {raw.tag} declares {length} bytes, "
+                f"only {len(value)} present"
+            )
+
+
+def parse_part10(source: bytes | Path) -> ParsedObject:
+    """Parse a received PS3.10 file (or a bare dataset), checking it is complete.
+
+    Raises ``CannotUnderstand`` for anything that is not a complete DICOM object.
+    """
+    if isinstance(source, bytes):
+        total = len(source)
+        head = source[:65536]
+        stream: BinaryIO = BytesIO(source)
+    else:
+        total = source.stat().st_size
+        with source.open("rb") as fh:
+            head = fh.read(65536)
+        stream = source.open("rb")
+    if total == 0:
+        raise CannotUnderstand("the part is empty")
+    has_preamble = head[128:132] == b"DICM"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(stream, force=not has_preamble, defer_size=DEFER_SIZE)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OverflowError,
+            NotImplementedError, struct.error, TypeError) as exc:  # fmt: skip
+        raise CannotUnderstand(f"not a readable DICOM object: {exc}") from exc
+    finally:
+        if not isinstance(source, bytes):
+            stream.close()
+    if len(ds) == 0:
+        raise CannotUnderstand("not a DICOM object: no data elements could be read")
+    _check_complete(ds, total, caught)
+
+    meta: FileMetaDataset = ds.file_meta if hasattr(ds, "file_meta") else FileMetaDataset()
+    start = 132 if has_preamble else 0
+    offset = _meta_end(head, start) if head[start : start + 2] == b"\x02\x00" else start
+    notes: list[str] = []
+
+    ts = str(meta.get("TransferSyntaxUID", "") or "")
+    if not ts:
+        ts = _original_syntax(ds)
+        notes.append(f"no Transfer Syntax UID in the File Meta header; read as {ts}")
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+    needs_header = not has_preamble or not ts
+    for keyword, expected in (
+        ("MediaStorageSOPClassUID", sop_class),
+        ("MediaStorageSOPInstanceUID", sop_instance),
+    ):
+        actual = str(meta.get(keyword, "") or "")
+        if actual != expected:
+            needs_header = True
+            if actual:
+                notes.append(f"File Meta {keyword} {actual!r} corrected to {expected!r}")
+    if "TransferSyntaxUID" not in meta:
+        needs_header = True
+
+    new_header = None
+    if needs_header:
+        new_header = build_header(sop_class, sop_instance, ts, meta)
+    return ParsedObject(ds, ts, new_header, offset, tuple(notes))
+
+
+def build_header(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    original: FileMetaDataset | None = None,
+    source_ae: str | None = None,
+) -> bytes:
+    """Preamble, ``DICM`` and a File Meta Information group (PS3.10 7.1)."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    if original is not None:
+        for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle"):
+            if keyword in original and keyword not in meta:
+                setattr(meta, keyword, original.get(keyword))
+    out = DicomBytesIO()
+    out.write(PREAMBLE)
+    write_file_meta_info(out, meta, enforce_standard=True)
+    return out.getvalue()
+
+
+def parse_dataset(data: bytes, transfer_syntax_uid: str) -> Dataset:
+    """Parse a bare dataset received over DIMSE in a negotiated transfer syntax."""
+    from pydicom.filereader import read_dataset
+
+    uid = UID(transfer_syntax_uid)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stream: BinaryIO = BytesIO(data)
+            if uid == "1.2.840.10008.1.2.1.99":  # Deflated Explicit VR Little Endian
+                import zlib
+
+                stream = BytesIO(zlib.decompress(data, -zlib.MAX_WBITS))
+                inflated = stream.getvalue()
+                ds = read_dataset(stream, False, True, defer_size=DEFER_SIZE)
+                _check_complete(ds, len(inflated), caught)
+                return ds
+            ds = read_dataset(
+                stream,
+                uid.is_implicit_VR,
+                uid.is_little_endian,
+                defer_size=DEFER_SIZE,
+            )
+    except (EOFError, ValueError, KeyError, OverflowError, NotImplementedError,
+            struct.error, TypeError, ImportError) as exc:  # fmt: skip
+        raise CannotUnderstand(f"not a readable DICOM dataset: {exc}") from exc
+    if len(ds) == 0:
+        raise CannotUnderstand("the dataset is empty")
+    _check_complete(ds, len(data), caught)
+    return ds

@@ -1,0 +1,138 @@
+"""Filesystem blob store: temp file, fsync, rename, fsync the directory.
+
+A crash at any point leaves either the old object or the new one under a key, never a
+torn file; once ``put`` returns, the bytes and the directory entry are on stable
+storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+from dicomcloud.errors import NotFound, StorageUnavailable
+from dicomcloud.storage.keys import check_key
+
+_TMP = ".tmp"
+
+
+class FilesystemBlobStore:
+    """Objects as files under ``root``; temp files in ``root/.tmp`` (same filesystem)."""
+
+    def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self._fsync = fsync
+        self._tmp = self.root / _TMP
+
+    def _path(self, key: str) -> Path:
+        try:
+            segments = check_key(key)
+        except ValueError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        path = self.root.joinpath(*segments)
+        # Belt and braces: the resolved path must stay inside the root.
+        if not path.resolve().is_relative_to(self.root):
+            raise StorageUnavailable(f"storage key {key!r} escapes the storage root")
+        return path
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> int:
+        path = self._path(key)
+        return await asyncio.to_thread(self._put_sync, path, chunks)
+
+    def _put_sync(self, path: Path, chunks: Iterable[bytes | memoryview]) -> int:
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+            size = 0
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                with os.fdopen(fd, "wb", closefd=True) as out:
+                    for chunk in chunks:
+                        out.write(chunk)
+                        size += len(chunk)
+                    out.flush()
+                    if self._fsync:
+                        os.fsync(out.fileno())
+                self._make_parents(path.parent)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            if self._fsync:
+                _fsync_dir(path.parent)
+            return size
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write {path.name}: {exc.strerror or exc}") from exc
+
+    def _make_parents(self, directory: Path) -> None:
+        """Create missing directories and make each new entry durable in its parent."""
+        missing: list[Path] = []
+        current = directory
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        for new_dir in reversed(missing):
+            try:
+                new_dir.mkdir()
+            except FileExistsError:
+                continue
+            if self._fsync:
+                _fsync_dir(new_dir.parent)
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        await asyncio.to_thread(path.unlink, True)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key} not found") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read {key}: {exc.strerror or exc}") from exc
+
+    async def stream(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key} not found") from exc
+        try:
+            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+                yield chunk
+        finally:
+            handle.close()
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self._path(key).is_file)
+
+    async def ping(self) -> None:
+        def check() -> None:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            probe = self._tmp / f"ping-{uuid.uuid4().hex}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+
+        try:
+            await asyncio.to_thread(check)
+        except OSError as exc:
+            raise StorageUnavailable(f"storage root {self.root} is not writable: {exc}") from exc
+
+    def size_of(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

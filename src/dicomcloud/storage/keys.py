@@ -1,0 +1,38 @@
+"""Storage keys, built only from validated values.
+
+Layout (DESIGN.md): ``{tenant}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm``.
+UIDs are ``[0-9.]`` only (PS3.5 9.1) and tenant ids ``[A-Za-z0-9_-]``, so a key can
+never hold a path separator or a ``..`` component; ``check_key`` enforces it again at
+the store, so that no caller can build a key that escapes the data directory.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def instance_key(
+    tenant_id: str, study_uid: str, series_uid: str, sop_uid: str, version: str = ""
+) -> str:
+    """The key of one stored instance; ``version`` distinguishes a replacement."""
+    if not _TENANT.match(tenant_id):
+        raise ValueError(f"invalid tenant id {tenant_id!r}")
+    for uid in (study_uid, series_uid, sop_uid):
+        if len(uid) > 64 or not _UID.match(uid):
+            raise ValueError(f"invalid UID {uid!r}")
+    if version and not re.fullmatch(r"[0-9a-f]{1,32}", version):
+        raise ValueError(f"invalid version {version!r}")
+    name = f"{sop_uid}.{version}.dcm" if version else f"{sop_uid}.dcm"
+    return f"{tenant_id}/{study_uid}/{series_uid}/{name}"
+
+
+def check_key(key: str) -> list[str]:
+    """Split a key into path segments, refusing anything that could leave the root."""
+    segments = key.split("/")
+    if not segments or any(not _SEGMENT.match(s) or s in {".", ".."} for s in segments):
+        raise ValueError(f"invalid storage key {key!r}")
+    return segments
