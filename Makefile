@@ -1,0 +1,42 @@
+# dicomcloud: the front door.  `make run` serves with embedded defaults, `make test`
+# runs every check.  Both install what they need first (see scripts/bootstrap.sh).
+
+.PHONY: run test bootstrap bootstrap-test bootstrap-bench lint typecheck pytest bench clean
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export UV_PYTHON_DOWNLOADS := never
+
+run: bootstrap
+	$(VENV)/bin/dicomcloud serve
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+bootstrap-test:
+	@bash scripts/bootstrap.sh test
+
+bootstrap-bench:
+	@bash scripts/bootstrap.sh bench
+
+lint: bootstrap
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: bootstrap
+	$(VENV)/bin/mypy
+
+pytest: bootstrap-test
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test: bootstrap-test
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+bench: bootstrap-bench
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

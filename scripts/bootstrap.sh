@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what the Makefile targets need on a fresh Debian/Ubuntu machine:
+#   scripts/bootstrap.sh           uv (from PyPI) and the locked environment in .venv
+#   scripts/bootstrap.sh test      ... plus Debian's dcmtk (storescu, findscu, ...)
+#   scripts/bootstrap.sh bench     ... plus Debian's orthanc and orthanc-dicomweb
+# Safe to run repeatedly; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+export UV_PYTHON_DOWNLOADS=never
+
+if ! command -v uv >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/uv" ]; then
+    echo "bootstrap: installing uv from PyPI" >&2
+    "$PYTHON" -m pip install --quiet --user uv || "$PYTHON" -m pip install --quiet uv
+fi
+UV=$(command -v uv || echo "$HOME/.local/bin/uv")
+
+stamp=.venv/.bootstrap-stamp
+if [ ! -f "$stamp" ] || [ uv.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: syncing .venv from uv.lock" >&2
+    "$UV" sync --frozen --python "$PYTHON" --quiet
+    touch "$stamp"
+fi
+
+need_apt=()
+mode=${1:-run}
+if [ "$mode" = test ] || [ "$mode" = bench ]; then
+    command -v storescu >/dev/null 2>&1 || need_apt+=(dcmtk)
+fi
+if [ "$mode" = bench ]; then
+    command -v Orthanc >/dev/null 2>&1 || need_apt+=(orthanc)
+    dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need_apt+=(orthanc-dicomweb)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: installing Debian packages: ${need_apt[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${need_apt[@]}" >/dev/null
+    elif [ "${CI:-}" = true ]; then
+        echo "bootstrap: missing ${need_apt[*]} and cannot install them (not root)" >&2
+        exit 1
+    else
+        echo "bootstrap: warning: ${need_apt[*]} missing; interop tests will be skipped" >&2
+    fi
+fi
