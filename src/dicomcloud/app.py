@@ -69,10 +69,12 @@ class Archive:
             spool_dir,
         )
 
-    async def start(self) -> None:
+    async def start(self, *, relay: bool = True) -> None:
+        """Start the group committer and (in one process of a node) the outbox relay."""
         if not self._started:
             await self.ingest.start()
-            await self.relay.start()
+            if relay:
+                await self.relay.start()
             self._started = True
 
     async def stop(self) -> None:

@@ -46,7 +46,7 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
         format="%(name)s: %(message)s",
@@ -55,7 +55,8 @@ def _logging(level: str) -> None:
     )
     # pynetdicom logs every PDU at INFO; keep it quiet unless debugging.
     if level != "DEBUG":
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        for noisy in ("pynetdicom", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -66,6 +67,9 @@ def serve(
     http_port: Annotated[int | None, typer.Option(help="DICOMweb port (8080).")] = None,
     dicom_port: Annotated[int | None, typer.Option(help="DICOM port (11112).")] = None,
     ae_title: Annotated[str | None, typer.Option(help="AE title (DICOMCLOUD).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes sharing the ports (0: one per core, max 4).")
+    ] = None,
 ) -> None:
     """Run DICOMweb and DIMSE in one process."""
     settings = _settings(
@@ -75,12 +79,13 @@ def serve(
         server__http_port=http_port,
         server__dicom_port=dicom_port,
         server__ae_title=ae_title,
+        server__workers=workers,
     )
-    _logging(settings.log_level)
-    from dicomcloud.server import run
+    configure_logging(settings.log_level)
+    from dicomcloud.server import serve as serve_forever
 
     try:
-        asyncio.run(run(settings))
+        serve_forever(settings)
     except DicomCloudError as exc:
         err_console.print(f"[bold red]error:[/] {exc.reason}")
         raise typer.Exit(1) from exc
@@ -137,7 +142,7 @@ def import_files(
 ) -> None:
     """Import DICOM files and folders (recursively) through the ingest service."""
     settings = _settings(config, data_dir=data_dir)
-    _logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     missing = [p for p in paths if not p.exists()]
     if missing:
         err_console.print(f"[bold red]error:[/] no such file or folder: {missing[0]}")

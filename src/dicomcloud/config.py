@@ -38,6 +38,8 @@ class ServerSettings(_Section):
     http_port: int = Field(default=8080, ge=0, le=65535)
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     ae_title: str = "DICOMCLOUD"
+    #: Processes sharing the ports (SO_REUSEPORT); 0 means one per core, at most 4.
+    workers: int = Field(default=1, ge=0, le=64)
     #: Public base URL used in RetrieveURL values; derived from host/port when empty.
     base_url: str = ""
 

@@ -1,9 +1,22 @@
-"""``dicomcloud serve``: DICOMweb (uvicorn) and DIMSE (pynetdicom) in one process."""
+"""``dicomcloud serve``: DICOMweb (uvicorn) and DIMSE (pynetdicom) in one or more processes.
+
+One Python process uses about one core, so ``server.workers`` processes share the HTTP
+and DICOM ports with SO_REUSEPORT (the kernel spreads new connections over them).  The
+parent applies migrations once, reserves the ports, starts the workers and restarts any
+that dies; every worker is a complete archive node on the same index and storage.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from typing import Any
 
 import uvicorn
 
@@ -15,13 +28,34 @@ from dicomcloud.dimse.server import DimseServer
 log = logging.getLogger(__name__)
 
 
-async def run(settings: Settings) -> None:
+def worker_count(settings: Settings) -> int:
+    return settings.server.workers or max(1, min(os.cpu_count() or 1, 4))
+
+
+def reuse_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT (listening, or only reserving the port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(1024)
+    return sock
+
+
+async def run(settings: Settings, *, migrate: bool = True, primary: bool = True) -> None:
     """Serve until interrupted (SIGINT / SIGTERM), then stop cleanly."""
-    archive = await Archive.open(settings)
-    await archive.start()
+    archive = await Archive.open(settings, migrate=migrate)
+    await archive.start(relay=primary)
     dimse = DimseServer(
-        settings, archive.ingest, asyncio.get_running_loop(), tenant_id=settings.default_tenant
+        settings,
+        archive.ingest,
+        asyncio.get_running_loop(),
+        tenant_id=settings.default_tenant,
+        reuse_port=not primary or worker_count(settings) > 1,
     )
+    http_socket: socket.socket | None = None
     try:
         dimse.start()
         web = create_app(archive)
@@ -35,9 +69,16 @@ async def run(settings: Settings) -> None:
             timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
+        sockets = None
+        if worker_count(settings) > 1:
+            http_socket = reuse_port_socket(
+                settings.server.host, settings.server.http_port, listen=True
+            )
+            sockets = [http_socket]
         log.info(
-            "dicomcloud: DICOMweb on http://%s:%d/dicom-web, DICOM %s on port %d, "
+            "dicomcloud %s: DICOMweb on http://%s:%d/dicom-web, DICOM %s on port %d, "
             "index %s, storage %s",
+            f"worker {os.getpid()}",
             settings.server.host,
             settings.server.http_port,
             settings.server.ae_title,
@@ -45,7 +86,77 @@ async def run(settings: Settings) -> None:
             redact_url(settings.index_url),
             redact_url(settings.storage_url),
         )
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         await asyncio.to_thread(dimse.stop)
         await archive.stop()
+        if http_socket is not None:
+            http_socket.close()
+
+
+def _worker_main(settings_data: dict[str, Any], primary: bool, log_level: str) -> None:
+    from dicomcloud.cli import configure_logging
+
+    configure_logging(log_level)
+    settings = Settings.model_validate(settings_data)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings, migrate=False, primary=primary))
+
+
+def serve(settings: Settings) -> None:
+    """Run ``dicomcloud serve`` with ``server.workers`` processes."""
+    workers = worker_count(settings)
+    if workers == 1:
+        asyncio.run(run(settings))
+        return
+    from dicomcloud.index.migrate import migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(migrate(settings.index_url))
+    # Reserve the ports (bound, not listening: no connection is routed to these).
+    host = settings.server.host
+    http_reserved = reuse_port_socket(host, settings.server.http_port, listen=False)
+    dicom_reserved = reuse_port_socket(host, settings.server.dicom_port, listen=False)
+    data = settings.model_dump(mode="json")
+    data["server"]["http_port"] = http_reserved.getsockname()[1]
+    data["server"]["dicom_port"] = dicom_reserved.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        process = context.Process(
+            target=_worker_main,
+            args=(data, index == 0, settings.log_level),
+            name=f"dicomcloud-worker-{index}",
+        )
+        process.start()
+        return process
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [start(i) for i in range(workers)]
+    log.info("dicomcloud: %d worker processes", workers)
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for index, process in enumerate(processes):
+                if not process.is_alive() and not stopping:
+                    log.error("worker %d exited with %s; restarting", index, process.exitcode)
+                    time.sleep(1.0)
+                    processes[index] = start(index)
+    finally:
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+        http_reserved.close()
+        dicom_reserved.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

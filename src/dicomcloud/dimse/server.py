@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -54,11 +55,13 @@ class DimseServer:
         loop: asyncio.AbstractEventLoop,
         *,
         tenant_id: str,
+        reuse_port: bool = False,
     ) -> None:
         self._settings = settings
         self._ingest = ingest
         self._loop = loop
         self._tenant_id = tenant_id
+        self._reuse_port = reuse_port
         self._server: ThreadedAssociationServer | None = None
         self.ae = self._make_ae()
 
@@ -88,7 +91,13 @@ class DimseServer:
             (evt.EVT_C_STORE, self._on_store),
         ]
         address = (self._settings.server.host, self._settings.server.dicom_port)
-        self._server = self.ae.start_server(address, block=False, evt_handlers=handlers)
+        server_class = _ReusePortServer if self._reuse_port else ThreadedAssociationServer
+        self._server = self.ae.make_server(
+            address, evt_handlers=handlers, server_class=server_class
+        )
+        threading.Thread(
+            target=self._server.serve_forever, name="dimse-acceptor", daemon=True
+        ).start()
         log.info(
             "DIMSE SCP %s listening on %s:%d",
             self._settings.server.ae_title,
@@ -145,6 +154,15 @@ class DimseServer:
                 result.comment,
             )
         return status
+
+
+class _ReusePortServer(ThreadedAssociationServer):  # type: ignore[misc]
+    """Several worker processes accept associations on one port (SO_REUSEPORT)."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def _ae_title(value: object) -> str:
