@@ -1,0 +1,390 @@
+"""The Index port on SQLAlchemy Core, for SQLite, PostgreSQL and MySQL/MariaDB.
+
+One call of ``store_instances`` is one transaction (group commit, DESIGN.md "Data flow"
+step 3) of a few statements whatever the batch size: one SELECT for the SOP instances
+that already exist, one executemany upsert per level, one SELECT to check series
+parentage, one executemany INSERT for new instances and one for the outbox (the drivers
+pipeline or fold executemany into multi-row statements; the compiled SQL is cached).
+Upserts are the only dialect-specific statements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
+from dicomcloud.domain.records import (
+    DuplicatePolicy,
+    ExtractedInstance,
+    InstanceRecord,
+    PatientRecord,
+    SeriesRecord,
+    StoreOutcome,
+    StudyRecord,
+)
+from dicomcloud.errors import IdentityConflict
+from dicomcloud.index import schema, unit_of_work
+from dicomcloud.index.engine import create_engine_for
+from dicomcloud.index.migrate import migrate_engine
+from dicomcloud.ports import InstanceWrite, OutboxMessage
+
+R = TypeVar("R")
+
+PATIENT_FIELDS = tuple(f.name for f in dataclasses.fields(PatientRecord))
+STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(StudyRecord))
+SERIES_FIELDS = tuple(f.name for f in dataclasses.fields(SeriesRecord))
+INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceRecord))
+
+_Key = tuple[str, str]
+
+
+def _as_row(record: Any, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in names}
+
+
+def _chunks(items: Sequence[R], size: int) -> Iterator[Sequence[R]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` over ``old``, keeping old values where the new one is absent."""
+    if old is None:
+        return new
+    merged = {k: (v if v is not None else old[k]) for k, v in new.items()}
+    if merged.get("patient_id") == "" and "patient_id" in old:
+        merged["patient_id"] = old["patient_id"]
+    return merged
+
+
+def instance_record(row: Mapping[Any, Any]) -> InstanceRecord:
+    return InstanceRecord(**{name: row[name] for name in INSTANCE_FIELDS})
+
+
+def ordered(records: Iterable[InstanceRecord]) -> list[InstanceRecord]:
+    """Instances in series, InstanceNumber (absent last), SOP Instance UID order; done in
+    Python so that every backend sorts (and places NULLs) alike."""
+    return sorted(
+        records,
+        key=lambda r: (
+            r.series_instance_uid,
+            r.instance_number is None,
+            r.instance_number or 0,
+            r.sop_instance_uid,
+        ),
+    )
+
+
+class SqlIndex:
+    """``dicomcloud.ports.Index`` on a relational database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        self._upserts = {
+            schema.patient.name: self._upsert(schema.patient),
+            schema.study.name: self._upsert(schema.study),
+            # the first instance of a series fixes its study for good
+            schema.series.name: self._upsert(schema.series, fixed=("study_instance_uid",)),
+        }
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlIndex:
+        """An index on the database at ``url`` (no connection is made yet)."""
+        return cls(create_engine_for(url))
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        await migrate_engine(self._engine)
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def store_instances(self, writes: Sequence[InstanceWrite]) -> list[StoreOutcome]:
+        if not writes:
+            return []
+
+        async def work(conn: AsyncConnection) -> list[StoreOutcome]:
+            return await self._store(conn, writes)
+
+        return await unit_of_work.run(
+            self._engine, work, write=True, what=f"storing {len(writes)} instance(s)"
+        )
+
+    async def _store(
+        self, conn: AsyncConnection, writes: Sequence[InstanceWrite]
+    ) -> list[StoreOutcome]:
+        now = datetime.now(UTC)
+        existing = await self._existing_instances(conn, writes)
+
+        outcomes: list[StoreOutcome] = []
+        effective: list[ExtractedInstance] = []
+        new_rows: dict[_Key, dict[str, Any]] = {}
+        replaced_rows: dict[_Key, dict[str, Any]] = {}
+        events: list[StoredEvent] = []
+        for write in writes:
+            record = write.extracted.instance
+            key = (record.tenant_id, record.sop_instance_uid)
+            row = _as_row(record, INSTANCE_FIELDS)
+            if key in existing or key in new_rows:
+                if write.policy is DuplicatePolicy.KEEP_FIRST:
+                    outcomes.append(StoreOutcome.DUPLICATE)
+                    continue
+                outcomes.append(StoreOutcome.REPLACED)
+                (new_rows if key in new_rows else replaced_rows)[key] = row
+            else:
+                outcomes.append(StoreOutcome.STORED)
+                new_rows[key] = row
+            effective.append(write.extracted)
+            replaced = outcomes[-1] is StoreOutcome.REPLACED
+            events.append(
+                write.event
+                if write.event.replaced == replaced
+                else dataclasses.replace(write.event, replaced=replaced)
+            )
+        if not effective:
+            return outcomes
+
+        await self._upsert_levels(conn, effective, now)
+        await self._check_series_parents(conn, effective)
+
+        if new_rows:
+            rows = [{**row, "created_at": now, "updated_at": now} for row in new_rows.values()]
+            await conn.execute(sa.insert(schema.instance), rows)
+        if replaced_rows:
+            await self._replace_instances(conn, list(replaced_rows.values()), now)
+        outbox_rows = [
+            {
+                "tenant_id": event.tenant_id,
+                "topic": INSTANCE_STORED,
+                "key": event.key,
+                "payload": event.to_json(),
+                "created_at": now,
+            }
+            for event in events
+        ]
+        await conn.execute(sa.insert(schema.outbox), outbox_rows)
+        return outcomes
+
+    async def _existing_instances(
+        self, conn: AsyncConnection, writes: Sequence[InstanceWrite]
+    ) -> set[_Key]:
+        by_tenant: dict[str, set[str]] = {}
+        for write in writes:
+            record = write.extracted.instance
+            by_tenant.setdefault(record.tenant_id, set()).add(record.sop_instance_uid)
+        table = schema.instance
+        found: set[_Key] = set()
+        for tenant_id, uids in by_tenant.items():
+            for chunk in _chunks(sorted(uids), 1000):
+                result = await conn.execute(
+                    sa.select(table.c.sop_instance_uid).where(
+                        table.c.tenant_id == tenant_id, table.c.sop_instance_uid.in_(chunk)
+                    )
+                )
+                found.update((tenant_id, uid) for uid in result.scalars())
+        return found
+
+    async def _upsert_levels(
+        self, conn: AsyncConnection, extracted: Sequence[ExtractedInstance], now: datetime
+    ) -> None:
+        patients: dict[_Key, dict[str, Any]] = {}
+        studies: dict[_Key, dict[str, Any]] = {}
+        series: dict[_Key, dict[str, Any]] = {}
+        for item in extracted:
+            p, st, se = item.patient, item.study, item.series
+            key = (p.tenant_id, p.patient_id)
+            patients[key] = _merge(patients.get(key), _as_row(p, PATIENT_FIELDS))
+            key = (st.tenant_id, st.study_instance_uid)
+            studies[key] = _merge(studies.get(key), _as_row(st, STUDY_FIELDS))
+            key = (se.tenant_id, se.series_instance_uid)
+            if key not in series:  # the first write fixes the parent, as if sequential
+                series[key] = _as_row(se, SERIES_FIELDS)
+            elif series[key]["study_instance_uid"] == se.study_instance_uid:
+                series[key] = _merge(series[key], _as_row(se, SERIES_FIELDS))
+            else:
+                raise _series_conflict(se, series[key]["study_instance_uid"])
+        # Sorted keys: concurrent batches lock rows in the same order (fewer deadlocks).
+        for table, rows in (
+            (schema.patient, patients),
+            (schema.study, studies),
+            (schema.series, series),
+        ):
+            data = [{**rows[key], "created_at": now, "updated_at": now} for key in sorted(rows)]
+            await conn.execute(self._upserts[table.name], data)
+
+    def _upsert(self, table: sa.Table, fixed: Sequence[str] = ()) -> sa.Executable:
+        """INSERT, or on a key conflict keep the stored value where the new one is NULL
+        (the newest instance's non-null attributes win)."""
+        keys = [c.name for c in table.primary_key.columns]
+        skip = {*keys, *fixed, "created_at"}
+        columns = [c.name for c in table.columns if c.name not in skip]
+
+        def assignments(new: Any) -> dict[str, Any]:
+            values: dict[str, Any] = {}
+            for name in columns:
+                incoming = new[name]
+                if name == "patient_id":  # an instance without PatientID keeps the link
+                    # a literal, not a bound parameter: pymysql's executemany folding
+                    # cannot bind parameters after VALUES (...)
+                    incoming = sa.func.nullif(incoming, sa.literal_column("''"))
+                values[name] = (
+                    new[name] if name == "updated_at" else sa.func.coalesce(incoming, table.c[name])
+                )
+            return values
+
+        if self._dialect in ("mysql", "mariadb"):
+            my = mysql.insert(table)
+            return my.on_duplicate_key_update(assignments(my.inserted))
+        if self._dialect == "postgresql":
+            pg = postgresql.insert(table)
+            return pg.on_conflict_do_update(index_elements=keys, set_=assignments(pg.excluded))
+        lite = sqlite.insert(table)
+        return lite.on_conflict_do_update(index_elements=keys, set_=assignments(lite.excluded))
+
+    async def _check_series_parents(
+        self, conn: AsyncConnection, extracted: Sequence[ExtractedInstance]
+    ) -> None:
+        """Raise IdentityConflict if a series of the batch belongs to another study.
+
+        Runs after the upsert, which locked the series rows, so a concurrent batch
+        cannot slip a series under another study in between.
+        """
+        wanted: dict[_Key, SeriesRecord] = {}
+        for item in extracted:
+            wanted.setdefault((item.series.tenant_id, item.series.series_instance_uid), item.series)
+        by_tenant: dict[str, list[str]] = {}
+        for tenant_id, uid in sorted(wanted):
+            by_tenant.setdefault(tenant_id, []).append(uid)
+        table = schema.series
+        for tenant_id, uids in by_tenant.items():
+            for chunk in _chunks(uids, 1000):
+                result = await conn.execute(
+                    sa.select(table.c.series_instance_uid, table.c.study_instance_uid).where(
+                        table.c.tenant_id == tenant_id,
+                        table.c.series_instance_uid.in_(chunk),
+                    )
+                )
+                for series_uid, study_uid in result:
+                    record = wanted[(tenant_id, series_uid)]
+                    if record.study_instance_uid != study_uid:
+                        raise _series_conflict(record, study_uid)
+
+    async def _replace_instances(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime
+    ) -> None:
+        table = schema.instance
+        statement = sa.update(table).where(
+            table.c.tenant_id == sa.bindparam("b_tenant_id"),
+            table.c.sop_instance_uid == sa.bindparam("b_sop_instance_uid"),
+        )
+        params = []
+        for row in rows:
+            values = {k: v for k, v in row.items() if k not in ("tenant_id", "sop_instance_uid")}
+            values["updated_at"] = now
+            values["b_tenant_id"] = row["tenant_id"]
+            values["b_sop_instance_uid"] = row["sop_instance_uid"]
+            params.append(values)
+        await conn.execute(statement, params)
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        table = schema.outbox
+
+        async def work(conn: AsyncConnection) -> None:
+            for chunk in _chunks(sorted(set(ids)), 1000):
+                await conn.execute(sa.delete(table).where(table.c.id.in_(chunk)))
+
+        await unit_of_work.run(self._engine, work, write=True, what="marking outbox published")
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def get_instance(self, tenant_id: str, sop_instance_uid: str) -> InstanceRecord | None:
+        table = schema.instance
+
+        async def work(conn: AsyncConnection) -> InstanceRecord | None:
+            result = await conn.execute(
+                sa.select(*(table.c[name] for name in INSTANCE_FIELDS)).where(
+                    table.c.tenant_id == tenant_id,
+                    table.c.sop_instance_uid == sop_instance_uid,
+                )
+            )
+            row = result.mappings().first()
+            return None if row is None else instance_record(row)
+
+        return await unit_of_work.run(self._engine, work, what="reading an instance")
+
+    async def list_instances(
+        self,
+        tenant_id: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+    ) -> list[InstanceRecord]:
+        """The instances of a study (or of one of its series), in series and
+        InstanceNumber order."""
+        table = schema.instance
+        query = sa.select(*(table.c[name] for name in INSTANCE_FIELDS)).where(
+            table.c.tenant_id == tenant_id, table.c.study_instance_uid == study_instance_uid
+        )
+        if series_instance_uid is not None:
+            query = query.where(table.c.series_instance_uid == series_instance_uid)
+
+        async def work(conn: AsyncConnection) -> list[InstanceRecord]:
+            result = await conn.execute(query)
+            return ordered(instance_record(row) for row in result.mappings())
+
+        return await unit_of_work.run(self._engine, work, what="listing instances")
+
+    async def count_instances(self, tenant_id: str) -> int:
+        """How many instances the tenant has."""
+        table = schema.instance
+        query = sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
+
+        async def work(conn: AsyncConnection) -> int:
+            return int((await conn.execute(query)).scalar_one())
+
+        return await unit_of_work.run(self._engine, work, what="counting instances")
+
+    async def fetch_outbox(self, limit: int) -> list[OutboxMessage]:
+        table = schema.outbox
+        query = (
+            sa.select(table.c.id, table.c.topic, table.c.key, table.c.payload)
+            .order_by(table.c.id)
+            .limit(limit)
+        )
+
+        async def work(conn: AsyncConnection) -> list[OutboxMessage]:
+            result = await conn.execute(query)
+            return [
+                OutboxMessage(id=int(i), topic=topic, key=key, payload=payload)
+                for i, topic, key, payload in result
+            ]
+
+        return await unit_of_work.run(self._engine, work, what="reading the outbox")
+
+    async def ping(self) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(sa.text("SELECT 1"))
+
+        await unit_of_work.run(self._engine, work, what="ping")
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def _series_conflict(series: SeriesRecord, stored_study_uid: str) -> IdentityConflict:
+    return IdentityConflict(
+        f"series {series.series_instance_uid} belongs to study {stored_study_uid}, "
+        f"not to study {series.study_instance_uid}"
+    )
