@@ -77,10 +77,14 @@ class Index(Protocol):
 class BlobStore(Protocol):
     """Durable storage of Part-10 files by key."""
 
-    async def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> int:
+    async def put(
+        self, key: str, chunks: Iterable[bytes | memoryview], *, if_absent: bool = False
+    ) -> int | None:
         """Store the concatenated chunks under ``key`` atomically and durably (the
         bytes are on stable storage when this returns); return the size written.
-        Replaces an existing object."""
+
+        Replaces an existing object, unless ``if_absent``: then an existing object is
+        left alone and None is returned."""
         ...
 
     async def get(self, key: str) -> bytes:

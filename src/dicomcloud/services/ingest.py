@@ -39,7 +39,13 @@ from dicomcloud.errors import (
     OutOfResources,
 )
 from dicomcloud.ports import BlobStore, Index, InstanceWrite
-from dicomcloud.services.part10 import ParsedObject, build_header, parse_dataset, parse_part10
+from dicomcloud.services.part10 import (
+    ParsedObject,
+    build_header,
+    element_text,
+    parse_dataset,
+    parse_part10,
+)
 from dicomcloud.storage.keys import instance_key
 
 log = logging.getLogger(__name__)
@@ -231,11 +237,14 @@ class IngestService:
             ds = parse_dataset(dataset, transfer_syntax_uid)
         except InstanceRejected as exc:
             return IngestResult(None, None, failure=exc)
-        sop_class = str(ds.get("SOPClassUID", "") or "")
-        sop_instance = str(ds.get("SOPInstanceUID", "") or "")
-        header = build_header(
-            sop_class, sop_instance, transfer_syntax_uid, source_ae=context.source_ae
-        )
+        sop_class = element_text(ds, "SOPClassUID")
+        sop_instance = element_text(ds, "SOPInstanceUID")
+        try:
+            header = build_header(
+                sop_class, sop_instance, transfer_syntax_uid, source_ae=context.source_ae
+            )
+        except InstanceRejected as exc:
+            return IngestResult(sop_class or None, sop_instance or None, failure=exc)
         parsed = ParsedObject(ds, transfer_syntax_uid, header, 0)
         return await self._store(parsed, dataset, context)
 
@@ -245,8 +254,8 @@ class IngestService:
         self, parsed: ParsedObject, source: bytes | Path, context: IngestContext
     ) -> IngestResult:
         ds = parsed.dataset
-        sop_class = _text(ds.get("SOPClassUID"))
-        sop_instance = _text(ds.get("SOPInstanceUID"))
+        sop_class = element_text(ds, "SOPClassUID") or None
+        sop_instance = element_text(ds, "SOPInstanceUID") or None
         try:
             extracted = extract_instance(
                 ds, tenant_id=context.tenant_id, transfer_syntax_uid=parsed.transfer_syntax_uid
@@ -289,23 +298,35 @@ class IngestService:
         context: IngestContext,
     ) -> tuple[StoreOutcome, str]:
         inst = extracted.instance
-        existing = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
-        if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
-            return StoreOutcome.DUPLICATE, existing.blob_key
-        # A replacement goes to a new key so that the stored version stays intact until
-        # the index points at the new one.
-        version = uuid.uuid4().hex[:12] if existing is not None else ""
-        try:
-            key = instance_key(
-                context.tenant_id,
-                inst.study_instance_uid,
-                inst.series_instance_uid,
-                inst.sop_instance_uid,
-                version,
-            )
-        except ValueError as exc:  # extraction validated the UIDs; this is a safety net
-            raise CannotUnderstand(str(exc)) from exc
-        size = await self.blobs.put(key, _chunks(parsed, source))
+
+        def key_for(version: str = "") -> str:
+            try:
+                return instance_key(
+                    context.tenant_id,
+                    inst.study_instance_uid,
+                    inst.series_instance_uid,
+                    inst.sop_instance_uid,
+                    version,
+                )
+            except ValueError as exc:  # extraction validated the UIDs; a safety net
+                raise CannotUnderstand(str(exc)) from exc
+
+        # The common case, a new instance, costs no index read: the file is created
+        # only if its key is free.  A taken key means a stored instance (or the
+        # leftover of an interrupted store, which the index does not know).
+        existing = None
+        key = key_for()
+        size = await self.blobs.put(key, _chunks(parsed, source), if_absent=True)
+        if size is None:
+            existing = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
+            if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
+                return StoreOutcome.DUPLICATE, existing.blob_key
+            if existing is not None:
+                # A replacement goes to a new key: the stored version stays intact
+                # until the index points at the new one.
+                key = key_for(uuid.uuid4().hex[:12])
+            size = await self.blobs.put(key, _chunks(parsed, source))
+            assert size is not None
         record = _replace_instance(extracted, key, size)
         event = StoredEvent(
             event_id=str(uuid7()),
@@ -342,13 +363,6 @@ class IngestService:
             if stored is None or stored.blob_key != key:
                 await _quietly_delete(self.blobs, key)
         return outcome, key
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip("\x00 ")
-    return text or None
 
 
 def _with(result: IngestResult, **changes: object) -> IngestResult:

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -29,12 +31,14 @@ from pydicom.uid import (
 )
 
 from dicomcloud import __version__
+from dicomcloud.domain.values import InvalidValue, parse_uid
 from dicomcloud.errors import CannotUnderstand
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
 _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                     b"UR", b"UT", b"UV"}  # fmt: skip
 IMPLEMENTATION_VERSION_NAME = f"DICOMCLOUD_{__version__}"[:16]
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 DEFER_SIZE = 64 * 1024  # values above this stay on disk / in the buffer while parsing
 
 
@@ -74,6 +78,24 @@ def _meta_end(head: bytes, start: int) -> int:
     return pos
 
 
+def element_text(ds: Dataset, keyword: str) -> str:
+    """A text element's value as sent, padding removed, ``""`` when absent.
+
+    Read without pydicom's value conversion, which validates the value and warns or
+    raises (depending on global configuration) on exactly the bad input we must
+    report as a per-instance failure.
+    """
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return ""
+    value = ds.get_item(tag).value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    elif isinstance(value, list | tuple | MultiValue):
+        value = "\\".join(str(v) for v in value)
+    return "" if value is None else str(value).strip("\x00 ")
+
+
 def _original_syntax(ds: Dataset) -> str:
     implicit, little = getattr(ds, "original_encoding", (None, None))
     if implicit:
@@ -83,20 +105,29 @@ def _original_syntax(ds: Dataset) -> str:
     return str(ExplicitVRLittleEndian)
 
 
-def _check_complete(ds: Dataset, total: int, caught: list[warnings.WarningMessage]) -> None:
-    """Refuse truncated objects: pydicom reads them silently (PS3.5 7.1 lengths)."""
+def _check_complete(ds: Dataset, total: int | None, caught: list[warnings.WarningMessage]) -> None:
+    """Refuse truncated objects: pydicom reads them silently (PS3.5 7.1 lengths).
+
+    ``total`` is the size of the stream the offsets refer to; ``None`` when unknown
+    (a deflated file, whose offsets are in the inflated stream): deferred values are
+    then read to check their length.
+    """
     for message in caught:
         text = str(message.message)
         if "End of file reached" in text or "truncat" in text.lower():
             raise CannotUnderstand(f"the DICOM object is truncated ({text})")
-    for raw in ds.elements():
+    # Tags, not ``for elem in ds``: iterating a Dataset converts (and reads) each value.
+    tags = list(ds.keys())
+    for tag in tags:
+        # keep_deferred: reading a deferred value here would load it whole into memory.
+        raw = ds.get_item(tag, keep_deferred=total is not None)
         length = getattr(raw, "length", None)
         if length is None or length == 0xFFFFFFFF:
             continue
         value = getattr(raw, "value", None)
         if value is None:
             tell = getattr(raw, "value_tell", None)
-            if tell is not None and tell + length > total:
+            if tell is not None and total is not None and tell + length > total:
                 raise CannotUnderstand(
                     f"the DICOM object is truncated: element {raw.tag} declares "
                     f"{length} bytes, only {max(total - tell, 0)} present"
@@ -137,7 +168,8 @@ def parse_part10(source: bytes | Path) -> ParsedObject:
             stream.close()
     if len(ds) == 0:
         raise CannotUnderstand("not a DICOM object: no data elements could be read")
-    _check_complete(ds, total, caught)
+    deflated = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")) == _DEFLATED
+    _check_complete(ds, None if deflated else total, caught)
 
     meta: FileMetaDataset = ds.file_meta if hasattr(ds, "file_meta") else FileMetaDataset()
     start = 132 if has_preamble else 0
@@ -148,14 +180,14 @@ def parse_part10(source: bytes | Path) -> ParsedObject:
     if not ts:
         ts = _original_syntax(ds)
         notes.append(f"no Transfer Syntax UID in the File Meta header; read as {ts}")
-    sop_class = str(ds.get("SOPClassUID", "") or "")
-    sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+    sop_class = element_text(ds, "SOPClassUID")
+    sop_instance = element_text(ds, "SOPInstanceUID")
     needs_header = not has_preamble or not ts
     for keyword, expected in (
         ("MediaStorageSOPClassUID", sop_class),
         ("MediaStorageSOPInstanceUID", sop_instance),
     ):
-        actual = str(meta.get(keyword, "") or "")
+        actual = element_text(meta, keyword)
         if actual != expected:
             needs_header = True
             if actual:
@@ -176,7 +208,17 @@ def build_header(
     original: FileMetaDataset | None = None,
     source_ae: str | None = None,
 ) -> bytes:
-    """Preamble, ``DICM`` and a File Meta Information group (PS3.10 7.1)."""
+    """Preamble, ``DICM`` and a File Meta Information group (PS3.10 7.1).
+
+    Raises ``CannotUnderstand`` when the UIDs the header must name are missing or invalid.
+    """
+    for keyword, value in (("SOPClassUID", sop_class_uid), ("SOPInstanceUID", sop_instance_uid)):
+        if not value:
+            raise CannotUnderstand(f"{keyword} is missing")
+        try:
+            parse_uid(value, name=keyword)
+        except InvalidValue as exc:
+            raise CannotUnderstand(str(exc)) from None
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = UID(sop_class_uid)

@@ -40,11 +40,17 @@ class FilesystemBlobStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> int:
+    async def put(
+        self, key: str, chunks: Iterable[bytes | memoryview], *, if_absent: bool = False
+    ) -> int | None:
         path = self._path(key)
-        return await asyncio.to_thread(self._put_sync, path, chunks)
+        return await asyncio.to_thread(self._put_sync, path, chunks, if_absent)
 
-    def _put_sync(self, path: Path, chunks: Iterable[bytes | memoryview]) -> int:
+    def _put_sync(
+        self, path: Path, chunks: Iterable[bytes | memoryview], if_absent: bool
+    ) -> int | None:
+        if if_absent and path.exists():
+            return None
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
             tmp = self._tmp / f"{uuid.uuid4().hex}.part"
