@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import sqlite3
+from multiprocessing.queues import Queue
 from pathlib import Path
 
 import pytest
@@ -14,8 +18,10 @@ import backends
 from dicomcloud.domain.records import DuplicatePolicy, StoreOutcome
 from dicomcloud.errors import ConfigurationError, IndexUnavailable
 from dicomcloud.index import SqlIndex, create_engine_for, migrate, schema
+from dicomcloud.index.unit_of_work import SqliteRunner
 
-from .records import STUDY, sop_uid, write
+from .records import SERIES, STUDY, sop_uid, write
+from .sqlite_writer import store_singles
 
 
 @pytest.mark.parametrize("url", ["oracle://scott@db/x", "mongodb://h/x", "index.db"])
@@ -47,6 +53,79 @@ async def test_sqlite_connections_are_durable(tmp_path: Path) -> None:
     assert pragmas["synchronous"] == 2  # FULL
     assert pragmas["foreign_keys"] == 1
     assert int(pragmas["busy_timeout"] or 0) >= 1000
+
+
+async def test_sqlite_index_transactions_are_durable_too(tmp_path: Path) -> None:
+    index = SqlIndex.from_url(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        await index.migrate()
+        await index.store_instances([write(sop_uid(1))])
+        runner = index.runner
+        assert isinstance(runner, SqliteRunner)
+        with runner.engine.connect() as conn:
+            pragmas = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            }
+    finally:
+        await index.close()
+
+    assert pragmas["journal_mode"] == "wal"
+    assert pragmas["synchronous"] == 2  # FULL
+    assert pragmas["foreign_keys"] == 1
+    assert int(pragmas["busy_timeout"] or 0) >= 1000
+    assert runner.lock_path == tmp_path / "x.db.write-lock"
+    assert runner.lock_path.exists()
+
+
+async def test_two_sqlite_indexes_in_one_process_share_the_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    await migrate(url)
+    first, second = SqlIndex.from_url(url), SqlIndex.from_url(url)
+
+    async def client(index: SqlIndex, series: str) -> None:
+        for n in range(40):
+            await index.store_instances([write(sop_uid(n, series), series=series)])
+
+    try:
+        await asyncio.gather(client(first, f"{SERIES}1"), client(second, f"{SERIES}2"))
+        assert await first.count_instances("t1") == 80
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_two_processes_write_one_sqlite_file_concurrently(tmp_path: Path) -> None:
+    """Server workers share one SQLite file: their writers queue on the write lock, and
+    no transaction fails with "database is locked"."""
+    database = tmp_path / "x.db"
+    url = f"sqlite:///{database}"
+    asyncio.run(migrate(url))
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    report: Queue[str] = context.Queue()
+    count = 100
+    processes = [
+        context.Process(target=store_singles, args=(url, f"{SERIES}{p}", count, start, report))
+        for p in range(2)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        start.set()
+        outcomes = [report.get(timeout=120) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+    assert outcomes == ["ok", "ok"]
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT series_instance_uid, count(*) FROM instance GROUP BY 1"
+        ).fetchall()
+    assert sorted(rows) == [(f"{SERIES}0", count), (f"{SERIES}1", count)]
 
 
 async def test_unreachable_database_is_index_unavailable() -> None:

@@ -3,16 +3,20 @@
 Users write plain URLs (``sqlite:///index.db``, ``postgresql://host/db``,
 ``mysql://host/db``); this module picks the async driver and the per-backend settings
 that the index relies on: durable SQLite writes, utf8mb4 on MySQL, pre-pinged pools.
+The SQLite index itself runs on a synchronous twin of the engine (``sqlite_sync_engine``,
+see ``unit_of_work.SqliteRunner``); the async one serves migrations and ad-hoc queries.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from dicomcloud.errors import ConfigurationError
 
@@ -83,7 +87,7 @@ def create_engine_for(url: str) -> AsyncEngine:
     return create_async_engine(target, **kwargs)
 
 
-def _sqlite_engine(target: URL) -> AsyncEngine:
+def _refuse_in_memory(target: URL) -> None:
     if target.database in (None, "", ":memory:") or "mode=memory" in str(target):
         # Each pooled connection would see its own empty database, and one shared
         # connection cannot hold concurrent transactions.
@@ -91,26 +95,64 @@ def _sqlite_engine(target: URL) -> AsyncEngine:
             "an in-memory SQLite index is not supported: give a file path "
             "(sqlite:///path/index.db), or use the in-memory index (MemoryIndex)"
         )
-    engine = create_async_engine(target, pool_pre_ping=True)
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _sqlite_engine(target: URL) -> AsyncEngine:
+    _refuse_in_memory(target)
+    engine = create_async_engine(target, pool_pre_ping=True)
+    configure_sqlite(engine.sync_engine)
+    return engine
+
+
+def sqlite_sync_engine(url: URL, *, pool_size: int) -> Engine:
+    """A synchronous engine (stdlib ``sqlite3``) on the SQLite database of ``url``.
+
+    Its connections move between the threads of the index's executors (one thread at a
+    time each, which the pool guarantees), hence ``check_same_thread=False``; a pool of
+    ``pool_size`` connections without overflow, one per executor thread.
+    """
+    target = url.set(drivername="sqlite+pysqlite")
+    _refuse_in_memory(target)
+    engine = create_engine(
+        target,
+        poolclass=QueuePool,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
+    configure_sqlite(engine)
+    return engine
+
+
+def sqlite_database_path(url: URL) -> Path:
+    """The absolute path of the SQLite database file of ``url``."""
+    _refuse_in_memory(url)
+    database = url.database or ""
+    if database.startswith("file:"):  # a URI filename: sqlite:///file:path?uri=true
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database).absolute()
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Durable, WAL-mode connections; ``BEGIN IMMEDIATE`` for write transactions."""
+
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves (see _on_begin), pysqlite's implicit BEGIN
         # would start write transactions as readers that fail to upgrade.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            # First, so that switching to WAL waits for a writer of another process.
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed (acknowledged) store survives power loss in WAL mode.
             cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         write = connection.get_execution_options().get(SQLITE_WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    return engine

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
 from dicomcloud.domain.records import (
@@ -43,6 +44,22 @@ SERIES_FIELDS = tuple(f.name for f in dataclasses.fields(SeriesRecord))
 INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceRecord))
 
 _Key = tuple[str, str]
+
+# Statements run on every store, built once (bound parameters; "uids" expands to a list).
+_EXISTING_INSTANCES = sa.select(schema.instance.c.sop_instance_uid).where(
+    schema.instance.c.tenant_id == sa.bindparam("tenant_id"),
+    schema.instance.c.sop_instance_uid.in_(sa.bindparam("uids", expanding=True)),
+)
+_SERIES_PARENTS = sa.select(
+    schema.series.c.series_instance_uid, schema.series.c.study_instance_uid
+).where(
+    schema.series.c.tenant_id == sa.bindparam("tenant_id"),
+    schema.series.c.series_instance_uid.in_(sa.bindparam("uids", expanding=True)),
+)
+_INSTANCE = sa.select(*(schema.instance.c[name] for name in INSTANCE_FIELDS)).where(
+    schema.instance.c.tenant_id == sa.bindparam("tenant_id"),
+    schema.instance.c.sop_instance_uid == sa.bindparam("sop_instance_uid"),
+)
 
 
 def _as_row(record: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -86,7 +103,10 @@ class SqlIndex:
     """``dicomcloud.ports.Index`` on a relational database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        """An index on ``engine`` (``create_engine_for``); on SQLite, units of work run on
+        a synchronous twin of the engine in worker threads (``unit_of_work``)."""
         self._engine = engine
+        self._runner = unit_of_work.runner_for(engine)
         self._dialect = engine.dialect.name
         self._upserts = {
             schema.patient.name: self._upsert(schema.patient),
@@ -102,7 +122,13 @@ class SqlIndex:
 
     @property
     def engine(self) -> AsyncEngine:
+        """The async engine: migrations and ad-hoc queries (tests, tools)."""
         return self._engine
+
+    @property
+    def runner(self) -> unit_of_work.Runner:
+        """What runs this index's transactions."""
+        return self._runner
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
@@ -114,18 +140,14 @@ class SqlIndex:
         if not writes:
             return []
 
-        async def work(conn: AsyncConnection) -> list[StoreOutcome]:
-            return await self._store(conn, writes)
+        def work(conn: Connection) -> list[StoreOutcome]:
+            return self._store(conn, writes)
 
-        return await unit_of_work.run(
-            self._engine, work, write=True, what=f"storing {len(writes)} instance(s)"
-        )
+        return await self._runner.run(work, write=True, what=f"storing {len(writes)} instance(s)")
 
-    async def _store(
-        self, conn: AsyncConnection, writes: Sequence[InstanceWrite]
-    ) -> list[StoreOutcome]:
+    def _store(self, conn: Connection, writes: Sequence[InstanceWrite]) -> list[StoreOutcome]:
         now = datetime.now(UTC)
-        existing = await self._existing_instances(conn, writes)
+        existing = self._existing_instances(conn, writes)
 
         outcomes: list[StoreOutcome] = []
         effective: list[ExtractedInstance] = []
@@ -155,14 +177,14 @@ class SqlIndex:
         if not effective:
             return outcomes
 
-        await self._upsert_levels(conn, effective, now)
-        await self._check_series_parents(conn, effective)
+        self._upsert_levels(conn, effective, now)
+        self._check_series_parents(conn, effective)
 
         if new_rows:
             rows = [{**row, "created_at": now, "updated_at": now} for row in new_rows.values()]
-            await conn.execute(sa.insert(schema.instance), rows)
+            conn.execute(sa.insert(schema.instance), rows)
         if replaced_rows:
-            await self._replace_instances(conn, list(replaced_rows.values()), now)
+            self._replace_instances(conn, list(replaced_rows.values()), now)
         outbox_rows = [
             {
                 "tenant_id": event.tenant_id,
@@ -173,30 +195,23 @@ class SqlIndex:
             }
             for event in events
         ]
-        await conn.execute(sa.insert(schema.outbox), outbox_rows)
+        conn.execute(sa.insert(schema.outbox), outbox_rows)
         return outcomes
 
-    async def _existing_instances(
-        self, conn: AsyncConnection, writes: Sequence[InstanceWrite]
-    ) -> set[_Key]:
+    def _existing_instances(self, conn: Connection, writes: Sequence[InstanceWrite]) -> set[_Key]:
         by_tenant: dict[str, set[str]] = {}
         for write in writes:
             record = write.extracted.instance
             by_tenant.setdefault(record.tenant_id, set()).add(record.sop_instance_uid)
-        table = schema.instance
         found: set[_Key] = set()
         for tenant_id, uids in by_tenant.items():
             for chunk in _chunks(sorted(uids), 1000):
-                result = await conn.execute(
-                    sa.select(table.c.sop_instance_uid).where(
-                        table.c.tenant_id == tenant_id, table.c.sop_instance_uid.in_(chunk)
-                    )
-                )
+                result = conn.execute(_EXISTING_INSTANCES, {"tenant_id": tenant_id, "uids": chunk})
                 found.update((tenant_id, uid) for uid in result.scalars())
         return found
 
-    async def _upsert_levels(
-        self, conn: AsyncConnection, extracted: Sequence[ExtractedInstance], now: datetime
+    def _upsert_levels(
+        self, conn: Connection, extracted: Sequence[ExtractedInstance], now: datetime
     ) -> None:
         patients: dict[_Key, dict[str, Any]] = {}
         studies: dict[_Key, dict[str, Any]] = {}
@@ -221,7 +236,7 @@ class SqlIndex:
             (schema.series, series),
         ):
             data = [{**rows[key], "created_at": now, "updated_at": now} for key in sorted(rows)]
-            await conn.execute(self._upserts[table.name], data)
+            conn.execute(self._upserts[table.name], data)
 
     def _upsert(self, table: sa.Table, fixed: Sequence[str] = ()) -> sa.Executable:
         """INSERT, or on a key conflict keep the stored value where the new one is NULL
@@ -252,8 +267,8 @@ class SqlIndex:
         lite = sqlite.insert(table)
         return lite.on_conflict_do_update(index_elements=keys, set_=assignments(lite.excluded))
 
-    async def _check_series_parents(
-        self, conn: AsyncConnection, extracted: Sequence[ExtractedInstance]
+    def _check_series_parents(
+        self, conn: Connection, extracted: Sequence[ExtractedInstance]
     ) -> None:
         """Raise IdentityConflict if a series of the batch belongs to another study.
 
@@ -266,22 +281,16 @@ class SqlIndex:
         by_tenant: dict[str, list[str]] = {}
         for tenant_id, uid in sorted(wanted):
             by_tenant.setdefault(tenant_id, []).append(uid)
-        table = schema.series
         for tenant_id, uids in by_tenant.items():
             for chunk in _chunks(uids, 1000):
-                result = await conn.execute(
-                    sa.select(table.c.series_instance_uid, table.c.study_instance_uid).where(
-                        table.c.tenant_id == tenant_id,
-                        table.c.series_instance_uid.in_(chunk),
-                    )
-                )
+                result = conn.execute(_SERIES_PARENTS, {"tenant_id": tenant_id, "uids": chunk})
                 for series_uid, study_uid in result:
                     record = wanted[(tenant_id, series_uid)]
                     if record.study_instance_uid != study_uid:
                         raise _series_conflict(record, study_uid)
 
-    async def _replace_instances(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime
+    def _replace_instances(
+        self, conn: Connection, rows: list[dict[str, Any]], now: datetime
     ) -> None:
         table = schema.instance
         statement = sa.update(table).where(
@@ -295,35 +304,30 @@ class SqlIndex:
             values["b_tenant_id"] = row["tenant_id"]
             values["b_sop_instance_uid"] = row["sop_instance_uid"]
             params.append(values)
-        await conn.execute(statement, params)
+        conn.execute(statement, params)
 
     async def mark_published(self, ids: Sequence[int]) -> None:
         if not ids:
             return
         table = schema.outbox
 
-        async def work(conn: AsyncConnection) -> None:
+        def work(conn: Connection) -> None:
             for chunk in _chunks(sorted(set(ids)), 1000):
-                await conn.execute(sa.delete(table).where(table.c.id.in_(chunk)))
+                conn.execute(sa.delete(table).where(table.c.id.in_(chunk)))
 
-        await unit_of_work.run(self._engine, work, write=True, what="marking outbox published")
+        await self._runner.run(work, write=True, what="marking outbox published")
 
     # --- reads --------------------------------------------------------------------------
 
     async def get_instance(self, tenant_id: str, sop_instance_uid: str) -> InstanceRecord | None:
-        table = schema.instance
-
-        async def work(conn: AsyncConnection) -> InstanceRecord | None:
-            result = await conn.execute(
-                sa.select(*(table.c[name] for name in INSTANCE_FIELDS)).where(
-                    table.c.tenant_id == tenant_id,
-                    table.c.sop_instance_uid == sop_instance_uid,
-                )
+        def work(conn: Connection) -> InstanceRecord | None:
+            result = conn.execute(
+                _INSTANCE, {"tenant_id": tenant_id, "sop_instance_uid": sop_instance_uid}
             )
             row = result.mappings().first()
             return None if row is None else instance_record(row)
 
-        return await unit_of_work.run(self._engine, work, what="reading an instance")
+        return await self._runner.run(work, what="reading an instance")
 
     async def list_instances(
         self,
@@ -340,21 +344,21 @@ class SqlIndex:
         if series_instance_uid is not None:
             query = query.where(table.c.series_instance_uid == series_instance_uid)
 
-        async def work(conn: AsyncConnection) -> list[InstanceRecord]:
-            result = await conn.execute(query)
+        def work(conn: Connection) -> list[InstanceRecord]:
+            result = conn.execute(query)
             return ordered(instance_record(row) for row in result.mappings())
 
-        return await unit_of_work.run(self._engine, work, what="listing instances")
+        return await self._runner.run(work, what="listing instances")
 
     async def count_instances(self, tenant_id: str) -> int:
         """How many instances the tenant has."""
         table = schema.instance
         query = sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
 
-        async def work(conn: AsyncConnection) -> int:
-            return int((await conn.execute(query)).scalar_one())
+        def work(conn: Connection) -> int:
+            return int(conn.execute(query).scalar_one())
 
-        return await unit_of_work.run(self._engine, work, what="counting instances")
+        return await self._runner.run(work, what="counting instances")
 
     async def fetch_outbox(self, limit: int) -> list[OutboxMessage]:
         table = schema.outbox
@@ -364,22 +368,23 @@ class SqlIndex:
             .limit(limit)
         )
 
-        async def work(conn: AsyncConnection) -> list[OutboxMessage]:
-            result = await conn.execute(query)
+        def work(conn: Connection) -> list[OutboxMessage]:
+            result = conn.execute(query)
             return [
                 OutboxMessage(id=int(i), topic=topic, key=key, payload=payload)
                 for i, topic, key, payload in result
             ]
 
-        return await unit_of_work.run(self._engine, work, what="reading the outbox")
+        return await self._runner.run(work, what="reading the outbox")
 
     async def ping(self) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(sa.text("SELECT 1"))
+        def work(conn: Connection) -> None:
+            conn.execute(sa.text("SELECT 1"))
 
-        await unit_of_work.run(self._engine, work, what="ping")
+        await self._runner.run(work, what="ping")
 
     async def close(self) -> None:
+        await self._runner.close()
         await self._engine.dispose()
 
 
