@@ -8,6 +8,7 @@ failures are counted (from storescu's warnings) instead of hiding the rest of th
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -37,6 +38,7 @@ class CStoreRun:
     associations: int
     exit_codes: list[int]
     failures: int  # storescu warning/error lines about failed stores
+    client_cpu_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
 
@@ -83,6 +85,7 @@ def run_cstore(
             logs.append(Path(tmp) / f"storescu-{i}.log")
         handles = [open(p, "wb") for p in logs]  # noqa: SIM115 - closed below
         try:
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.monotonic()
             procs = [
                 subprocess.Popen(
@@ -99,6 +102,8 @@ def run_cstore(
                     p.kill()
                     codes.append(p.wait(timeout=30))
             seconds = time.monotonic() - t0
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         finally:
             for h in handles:
                 h.close()
@@ -110,4 +115,11 @@ def run_cstore(
                     failures += 1
                     if len(errors) < 8:
                         errors.append(line.strip()[:300])
-    return CStoreRun(seconds, associations, codes, failures, errors)
+    return CStoreRun(
+        seconds=seconds,
+        associations=associations,
+        exit_codes=codes,
+        failures=failures,
+        client_cpu_seconds=cpu,
+        errors=errors,
+    )

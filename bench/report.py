@@ -176,10 +176,14 @@ def _details_rows(scenarios: Sequence[Scenario], results: Results) -> list[list[
                     f"{d.get('requests', 0)} req, p50 {d.get('latency_p50_ms', 0)} ms, "
                     f"p95 {d.get('latency_p95_ms', 0)} ms, max {d.get('latency_max_ms', 0)} ms"
                 )
+                extra += f", client CPU {d.get('client_cpu_pct', 0)}% of a core"
                 if d.get("reconnects"):
                     extra += f", {d['reconnects']} reconnects"
             elif sc.kind == "cstore":
-                extra = f"exit codes {d.get('exit_codes')}"
+                extra = (
+                    f"exit codes {d.get('exit_codes')}, "
+                    f"storescu CPU {d.get('client_cpu_pct', 0)}% of a core"
+                )
             else:
                 extra = (
                     f"HTTP {d.get('status')}, baseline {d.get('baseline_rss_mb')} MB, "
@@ -379,7 +383,8 @@ def render_markdown(
         "- STOW-RS: multipart/related bodies built in memory before the clock starts; "
         "N client processes (`http.client`, one keep-alive connection each) send "
         "contiguous slices; time = first request to last response. Every response must be "
-        "200 without a FailedSOPSequence.\n"
+        "200 without a FailedSOPSequence. Client CPU (all client processes, as % of one "
+        "core) is listed per run to show the client is not the bottleneck.\n"
         "- C-STORE: dcmtk `storescu -nh` with the file list on the command line, files sent "
         "as stored (explicit VR little endian); N processes = N associations over N "
         "slices; time includes storescu start-up; every exit code must be 0.\n"

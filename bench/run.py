@@ -162,6 +162,11 @@ def run_one(
     return res
 
 
+def _cpu_pct(cpu_seconds: float, wall: float) -> float:
+    """Client CPU time as a percentage of one core over the run's wall time."""
+    return round(100.0 * cpu_seconds / wall, 1) if wall > 0 else 0.0
+
+
 def _run_stow(scenario: Scenario, peer: Peer, files: list[Path], res: RunResult) -> None:
     run = run_stow(peer.http_port, peer.stow_path, files, scenario.per_request, scenario.clients)
     res.seconds = run.seconds
@@ -176,6 +181,7 @@ def _run_stow(scenario: Scenario, peer: Peer, files: list[Path], res: RunResult)
         "latency_p50_ms": round(1000 * _percentile(run.latencies, 0.5), 2),
         "latency_p95_ms": round(1000 * _percentile(run.latencies, 0.95), 2),
         "latency_max_ms": round(1000 * max(run.latencies, default=0.0), 2),
+        "client_cpu_pct": _cpu_pct(run.client_cpu_seconds, run.seconds),
     }
 
 
@@ -189,7 +195,11 @@ def _run_cstore(scenario: Scenario, peer: Peer, files: list[Path], res: RunResul
     if bad_exit:
         res.errors.append(f"storescu exit codes {run.exit_codes}")
     res.errors += run.errors
-    res.detail = {"associations": run.associations, "exit_codes": run.exit_codes}
+    res.detail = {
+        "associations": run.associations,
+        "exit_codes": run.exit_codes,
+        "client_cpu_pct": _cpu_pct(run.client_cpu_seconds, run.seconds),
+    }
 
 
 def _run_memory(

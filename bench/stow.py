@@ -118,6 +118,7 @@ class ClientResult:
     reconnects: int = 0
     start: float = 0.0
     end: float = 0.0
+    cpu_seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
 
 
@@ -137,6 +138,7 @@ def _client(
         bodies = []
     barrier.wait(timeout=BUILD_TIMEOUT)
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    cpu0 = time.process_time()
     result.start = time.monotonic()
     for body, n in bodies:
         t0 = time.monotonic()
@@ -168,6 +170,7 @@ def _client(
         if outcome.detail and len(result.errors) < 5:
             result.errors.append(f"HTTP {status}: {outcome.detail}")
     result.end = time.monotonic()
+    result.cpu_seconds = time.process_time() - cpu0
     conn.close()
     out.put(result)
 
@@ -197,6 +200,7 @@ class StowRun:
     reconnects: int
     errors: list[str]
     latencies: list[float]
+    client_cpu_seconds: float
 
 
 def run_stow(
@@ -249,4 +253,5 @@ def run_stow(
         reconnects=sum(r.reconnects for r in results),
         errors=errors[:10],
         latencies=sorted(x for r in results for x in r.latencies),
+        client_cpu_seconds=sum(r.cpu_seconds for r in results),
     )
