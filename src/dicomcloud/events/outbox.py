@@ -21,12 +21,21 @@ class OutboxRelay:
     """Background task: poll the outbox (or wake on ``notify``) and publish."""
 
     def __init__(
-        self, index: Index, bus: EventBus, *, batch: int = 500, idle_seconds: float = 1.0
+        self,
+        index: Index,
+        bus: EventBus,
+        *,
+        batch: int = 500,
+        idle_seconds: float = 1.0,
+        linger_seconds: float = 0.2,
     ) -> None:
         self._index = index
         self._bus = bus
         self._batch = batch
         self._idle = idle_seconds
+        # Relaying costs two index transactions whatever the batch size: let events
+        # gather for a moment after a wake-up instead of relaying them one by one.
+        self._linger = linger_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.relayed = 0
@@ -76,3 +85,4 @@ class OutboxRelay:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                await asyncio.sleep(self._linger)
