@@ -6,48 +6,53 @@ import json
 from typing import Any
 from xml.sax.saxutils import escape
 
-from pydicom.dataset import Dataset
+from pydicom.datadict import keyword_for_tag
 from starlette.responses import Response
 
 from dicomcloud.dicomweb.media import DICOM_JSON, DICOM_XML
 from dicomcloud.errors import DicomCloudError
 
+#: A dataset in the DICOM JSON model (PS3.18 F.2): tag key -> {"vr": ..., "Value": [...]}.
+DicomJson = dict[str, Any]
 
-def dicom_json(ds: Dataset) -> dict[str, Any]:
-    return ds.to_json_dict()
+
+def element(vr: str, *values: Any) -> dict[str, Any]:
+    """One DICOM JSON attribute (PS3.18 F.2.2); no values gives an empty attribute."""
+    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
 
 
-def dicom_xml(ds: Dataset) -> str:
-    """The Native DICOM Model of a dataset (PS3.19 A.1), for the VRs used here."""
+def json_to_xml(dataset: DicomJson) -> str:
+    """The Native DICOM Model (PS3.19 A.1) of a DICOM JSON dataset of simple VRs."""
     out = ['<?xml version="1.0" encoding="UTF-8"?>', '<NativeDicomModel xml:space="preserve">']
-    _xml_elements(ds, out)
+    _json_xml_elements(dataset, out)
     out.append("</NativeDicomModel>")
     return "\n".join(out)
 
 
-def _xml_elements(ds: Dataset, out: list[str]) -> None:
-    for elem in ds:
-        tag = f"{elem.tag.group:04X}{elem.tag.element:04X}"
-        keyword = f' keyword="{elem.keyword}"' if elem.keyword else ""
-        out.append(f'<DicomAttribute tag="{tag}" vr="{elem.VR}"{keyword}>')
-        if elem.VR == "SQ":
-            for number, item in enumerate(elem.value, start=1):
+def _json_xml_elements(dataset: DicomJson, out: list[str]) -> None:
+    for tag in sorted(dataset):
+        attribute = dataset[tag]
+        vr = attribute["vr"]
+        keyword = keyword_for_tag(int(tag, 16))
+        name = f' keyword="{keyword}"' if keyword else ""
+        out.append(f'<DicomAttribute tag="{tag.upper()}" vr="{vr}"{name}>')
+        for number, value in enumerate(attribute.get("Value", []), start=1):
+            if vr == "SQ":
                 out.append(f'<Item number="{number}">')
-                _xml_elements(item, out)
+                _json_xml_elements(value, out)
                 out.append("</Item>")
-        elif elem.value is not None and elem.value != "":
-            values = elem.value if elem.VM > 1 else [elem.value]
-            for number, value in enumerate(values, start=1):
+            else:
                 out.append(f'<Value number="{number}">{escape(str(value))}</Value>')
         out.append("</DicomAttribute>")
 
 
-def dataset_response(
-    ds: Dataset, *, status: int, xml: bool, headers: dict[str, str] | None = None
+def dicom_json_response(
+    dataset: DicomJson, *, status: int, xml: bool, headers: dict[str, str] | None = None
 ) -> Response:
+    """The dataset as application/dicom+json, or as application/dicom+xml."""
     if xml:
-        return Response(dicom_xml(ds), status, headers, media_type=DICOM_XML)
-    body = json.dumps(dicom_json(ds), ensure_ascii=False, separators=(",", ":"))
+        return Response(json_to_xml(dataset), status, headers, media_type=DICOM_XML)
+    body = json.dumps(dataset, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status, headers, media_type=DICOM_JSON)
 
 

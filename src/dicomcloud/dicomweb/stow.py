@@ -17,7 +17,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-from pydicom.dataset import Dataset
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -31,7 +30,12 @@ from dicomcloud.dicomweb.media import (
     parse_content_type,
 )
 from dicomcloud.dicomweb.multipart import MultipartReader, Part
-from dicomcloud.dicomweb.responses import dataset_response, warning_header
+from dicomcloud.dicomweb.responses import (
+    DicomJson,
+    dicom_json_response,
+    element,
+    warning_header,
+)
 from dicomcloud.domain.values import is_valid_uid
 from dicomcloud.errors import (
     BadRequest,
@@ -44,6 +48,15 @@ from dicomcloud.errors import (
 from dicomcloud.services.ingest import IngestContext, IngestResult, IngestService
 
 log = logging.getLogger(__name__)
+
+# PS3.18 table 10.5.3-1 attributes, as DICOM JSON tag keys (PS3.18 F.2.1).
+RETRIEVE_URL = "00081190"
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_CLASS_UID = "00081150"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+WARNING_REASON = "00081196"
 
 
 def wants_xml(request: Request) -> bool:
@@ -201,38 +214,40 @@ class StowHandler:
         study: str | None,
         base: str,
     ) -> Response:
-        response = Dataset()
-        referenced: list[Dataset] = []
-        failed: list[Dataset] = []
+        """The Store Instances Response Module (PS3.18 10.5.3, table 10.5.3-1)."""
+        referenced: list[DicomJson] = []
+        failed: list[DicomJson] = []
         notes: list[str] = []
         for result in results:
-            item = Dataset()
+            item: DicomJson = {}
             if result.sop_class_uid and is_valid_uid(result.sop_class_uid):
-                item.ReferencedSOPClassUID = result.sop_class_uid
+                item[REFERENCED_SOP_CLASS_UID] = element("UI", result.sop_class_uid)
             if result.sop_instance_uid and is_valid_uid(result.sop_instance_uid):
-                item.ReferencedSOPInstanceUID = result.sop_instance_uid
+                item[REFERENCED_SOP_INSTANCE_UID] = element("UI", result.sop_instance_uid)
             label = result.sop_instance_uid or "(unidentified part)"
             if result.failure is not None:
-                item.FailureReason = result.failure.dimse_status
+                item[FAILURE_REASON] = element("US", result.failure.dimse_status)
                 failed.append(item)
                 notes.append(f"{label}: {result.failure.reason}")
                 continue
-            item.RetrieveURL = (
+            item[RETRIEVE_URL] = element(
+                "UR",
                 f"{base}/studies/{result.study_instance_uid}/series/"
-                f"{result.series_instance_uid}/instances/{result.sop_instance_uid}"
+                f"{result.series_instance_uid}/instances/{result.sop_instance_uid}",
             )
             if result.status != 0x0000:
-                item.WarningReason = result.status
+                item[WARNING_REASON] = element("US", result.status)
                 notes.append(f"{label}: {result.comment}")
             referenced.append(item)
         if trailer:
             notes.append(trailer)
+        response: DicomJson = {}
         if study is not None:
-            response.RetrieveURL = f"{base}/studies/{study}"
+            response[RETRIEVE_URL] = element("UR", f"{base}/studies/{study}")
         if failed:
-            response.FailedSOPSequence = failed
+            response[FAILED_SOP_SEQUENCE] = element("SQ", *failed)
         if referenced:
-            response.ReferencedSOPSequence = referenced
+            response[REFERENCED_SOP_SEQUENCE] = element("SQ", *referenced)
         if not referenced:
             status = 409
         elif failed or trailer or any(r.status != 0 for r in results):
@@ -244,4 +259,4 @@ class StowHandler:
             headers["Warning"] = ", ".join(warning_header(n) for n in notes[:20])
         for note in notes:
             log.info("STOW-RS: %s", note)
-        return dataset_response(response, status=status, xml=xml, headers=headers)
+        return dicom_json_response(response, status=status, xml=xml, headers=headers)
