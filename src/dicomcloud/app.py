@@ -11,7 +11,7 @@ from dicomcloud.events import OutboxRelay, open_event_bus
 from dicomcloud.ports import BlobStore, EventBus, Index
 from dicomcloud.services.ingest import IngestService
 from dicomcloud.services.retrieve import RetrieveService
-from dicomcloud.storage import open_blob_store
+from dicomcloud.storage import FilesystemBlobStore, open_blob_store
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,23 @@ async def open_index(url: str, *, migrate: bool = True) -> Index:
     if migrate:
         await migrate_engine(engine)
     return SqlIndex(engine)
+
+
+def sweep_temporary_files(settings: Settings) -> int:
+    """Delete what interrupted writes left behind (STOW-RS spool files, blob temp
+    files).  Nothing there was ever acknowledged; call before serving starts."""
+    removed = 0
+    spool = settings.data_dir / "spool"
+    if spool.is_dir():
+        for leftover in spool.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    blobs = open_blob_store(settings.storage_url, fsync=False)
+    if isinstance(blobs, FilesystemBlobStore):
+        removed += blobs.sweep_temporary()
+    if removed:
+        log.info("removed %d temporary file(s) left by interrupted writes", removed)
+    return removed
 
 
 @dataclass

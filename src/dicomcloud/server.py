@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from dicomcloud.app import Archive
+from dicomcloud.app import Archive, sweep_temporary_files
 from dicomcloud.config import Settings, redact_url
 from dicomcloud.dicomweb.app import create_app
 from dicomcloud.dimse.server import DimseServer
@@ -109,6 +109,8 @@ def _worker_main(settings_data: dict[str, Any], primary: bool, log_level: str) -
 def serve(settings: Settings) -> None:
     """Run ``dicomcloud serve`` with ``server.workers`` processes."""
     workers = worker_count(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temporary_files(settings)
     if workers == 1:
         asyncio.run(run(settings))
         return

@@ -97,6 +97,19 @@ class FilesystemBlobStore:
             if self._fsync:
                 _fsync_dir(new_dir.parent)
 
+    def sweep_temporary(self) -> int:
+        """Remove temp files left by writes that a crash interrupted; return how many.
+
+        Only safe while no write is in progress: ``dicomcloud serve`` calls it once at
+        start-up, before accepting anything.
+        """
+        removed = 0
+        if self._tmp.is_dir():
+            for leftover in self._tmp.iterdir():
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     async def delete(self, key: str) -> None:
         path = self._path(key)
         await self._run(path.unlink, True)
