@@ -103,6 +103,10 @@ class MultipartReader:
         self._header_value = bytearray()
         self.parts_seen = 0
         self.ended = False
+        self._delimiter = b"--" + boundary.encode("latin-1")
+        #: Unmatched end of the preamble (RFC 2046 5.1.1: ignored); None after it.
+        self._preamble: bytes | None = b""
+        self._dropped = False  # whether preamble bytes were discarded already
         self._parser = MultipartParser(
             boundary.encode("latin-1"),
             {
@@ -156,11 +160,39 @@ class MultipartReader:
     def feed(self, chunk: bytes) -> None:
         if self.ended:
             return  # epilogue after the close delimiter is ignored (RFC 2046 5.1.1)
+        if self._preamble is not None:
+            chunk = self._skip_preamble(chunk)
+            if not chunk:
+                return
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:
             self.abort()
             raise BadRequest(f"malformed multipart body: {exc}") from exc
+
+    def _skip_preamble(self, chunk: bytes) -> bytes:
+        """Drop what precedes the first delimiter (RFC 2046 5.1.1 preamble).
+
+        The delimiter starts the body or follows a CRLF; a delimiter split across chunks
+        is found because the unmatched tail of the previous chunk is kept.
+        """
+        assert self._preamble is not None
+        data = self._preamble + chunk
+        if not self._dropped and self._delimiter.startswith(data):
+            self._preamble = data  # too short to tell yet
+            return b""
+        if not self._dropped and data.startswith(self._delimiter):
+            start = 0
+        else:
+            found = data.find(b"\r\n" + self._delimiter)
+            if found == -1:
+                keep = len(self._delimiter) + 1
+                self._dropped |= len(data) > keep
+                self._preamble = data[-keep:]
+                return b""
+            start = found + 2
+        self._preamble = None
+        return data[start:]
 
     def take(self) -> list[Part]:
         done, self._completed = self._completed, []

@@ -1,0 +1,1 @@
+"""Integration tier: the ASGI app in process (httpx), DIMSE on loopback (pynetdicom)."""

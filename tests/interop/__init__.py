@@ -1,0 +1,1 @@
+"""Interop tier: real peers (dcmtk, dicomweb-client, pynetdicom) against ``dicomcloud serve``."""

@@ -1,0 +1,1 @@
+"""Regression tests: one file per bug, named after it."""
