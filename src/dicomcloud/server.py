@@ -15,7 +15,9 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -26,6 +28,31 @@ from dicomcloud.dicomweb.app import create_app
 from dicomcloud.dimse.server import DimseServer
 
 log = logging.getLogger(__name__)
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, minus its habit of re-raising SIGTERM/SIGINT once HTTP has stopped.
+
+    uvicorn re-raises the signal at the end of ``serve()``, which kills the process
+    before the DIMSE server and the archive (group commit, outbox relay, index) are
+    stopped.  Here a signal only asks the server to exit; ``run`` then shuts every
+    part down in order and the command returns normally (exit status 0).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def worker_count(settings: Settings) -> int:
@@ -71,7 +98,7 @@ async def run(settings: Settings, *, migrate: bool = True, primary: bool = True)
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
-        server = uvicorn.Server(config)
+        server = _GracefulServer(config)
         sockets = None
         if worker_count(settings) > 1:
             http_socket = reuse_port_socket(

@@ -83,6 +83,10 @@ class OutboxRelay:
             if count >= self._batch:
                 continue
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that arrives together with the wake-up (CPython gh-86296),
+            # and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                async with asyncio.timeout(backoff):
+                    await self._wake.wait()
                 await asyncio.sleep(self._linger)
