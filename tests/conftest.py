@@ -306,14 +306,18 @@ def start_server(
 
 @contextlib.contextmanager
 def running_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[RealServer]:
+    """A server for the ``with`` block; afterwards (if the block passed) its shutdown and
+    its log are checked: SIGTERM stops DIMSE and the archive cleanly, exit status 0, and
+    nothing failed unexpectedly (no traceback) while it served."""
     server = start_server(data_dir, env)
     try:
         yield server
     finally:
         server.stop()
-        log = server.log()
-        for marker in ("Traceback (most recent call last)", "internal error"):
-            assert marker not in log, f"the server logged an error:\n{log[-5000:]}"
+    log = server.log()
+    assert server.process.returncode == 0, f"exit {server.process.returncode}:\n{log[-3000:]}"
+    for marker in ("Traceback (most recent call last)", "internal error"):
+        assert marker not in log, f"the server logged an error:\n{log[-5000:]}"
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,13 @@
-"""Bug (open, src/dicomcloud/events/outbox.py): ``Archive.stop()`` can hang forever
+"""Bug (fixed in src/dicomcloud/events/outbox.py): ``Archive.stop()`` could hang forever
 right after an instance was stored - at the end of ``dicomcloud import``, on shutdown,
 in any test that stores then stops.
 
-The commit of the last instance calls ``OutboxRelay.notify()``, which completes the
-relay's ``asyncio.wait_for(self._wake.wait(), ...)`` before the relay task runs again;
-``OutboxRelay.stop()`` then cancels the task, and Python 3.11's ``wait_for`` returns the
-inner result instead of raising CancelledError when both happen in the same step
-(CPython gh-86296, fixed in 3.12): the cancellation is lost, the relay loops on, and
-``await self._task`` never returns.  Fix: ``async with asyncio.timeout(backoff): await
-self._wake.wait()`` (3.11+), which does not lose a cancellation.
+The commit of the last instance calls ``OutboxRelay.notify()``, which completed the
+relay's ``asyncio.wait_for(self._wake.wait(), ...)`` before the relay task ran again;
+``OutboxRelay.stop()`` then cancelled the task, and Python 3.11's ``wait_for`` returns
+the inner result instead of raising CancelledError when both happen in the same step
+(CPython gh-86296, fixed in 3.12): the cancellation was lost, the relay looped on, and
+``await self._task`` never returned.  The relay now waits with ``asyncio.timeout``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from integration.support import new_instance
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(strict=True, reason="events/outbox.py: wait_for loses the cancellation")
 async def test_stop_right_after_a_store_returns(tmp_path: Path) -> None:
     archive = await Archive.open(load_settings(data_dir=tmp_path / "data"))
     await archive.start()

@@ -1,13 +1,13 @@
-"""Bug (open, src/dicomcloud/server.py): on SIGTERM - what ``docker stop``, systemd and
-Kubernetes send - ``dicomcloud serve`` dies before stopping the DIMSE server and the
-archive.  uvicorn (0.29+) handles the signal, shuts HTTP down, then re-raises SIGTERM
-with the default handler (``Server.capture_signals``), which kills the process before
-the ``finally`` of ``server.run`` (``dimse.stop()``, ``archive.stop()``) runs: in-flight
-C-STORE associations are cut, the group committer and the outbox relay are not
-drained, the index is not closed; the process dies by the signal (status -15, 143
-in a shell) instead of returning from ``serve``.
+"""Bug (fixed in src/dicomcloud/server.py): on SIGTERM - what ``docker stop``, systemd
+and Kubernetes send - ``dicomcloud serve`` died before stopping the DIMSE server and
+the archive.  uvicorn (0.29+) handles the signal, shuts HTTP down, then re-raises
+SIGTERM with the default handler (``Server.capture_signals``), which killed the process
+before the ``finally`` of ``server.run`` (``dimse.stop()``, ``archive.stop()``) ran:
+in-flight C-STORE associations cut, the group committer and the outbox relay not
+drained, the index not closed, and the process dead by the signal (status -15, 143 in a
+shell) instead of returning from ``serve``.
 
-SIGINT (Ctrl-C) is fine: it comes back as KeyboardInterrupt, the ``finally`` runs and
+SIGINT (Ctrl-C) was fine: it comes back as KeyboardInterrupt, the ``finally`` runs and
 the command exits 0.
 """
 
@@ -23,9 +23,6 @@ from conftest import start_server
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="server.py: uvicorn re-raises SIGTERM before the archive stops"
-)
 def test_sigterm_stops_the_archive_cleanly(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data")
     try:
