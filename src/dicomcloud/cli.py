@@ -18,7 +18,7 @@ from rich.table import Table
 
 from dicomcloud import __version__
 from dicomcloud.config import Settings, effective_config, load_settings
-from dicomcloud.errors import ConfigurationError, DicomCloudError
+from dicomcloud.errors import ConfigurationError, DicomCloudError, NotDicom
 
 app = typer.Typer(
     name="dicomcloud",
@@ -156,7 +156,7 @@ def import_files(
     table = Table(title=f"Imported {len(files)} file(s)")
     table.add_column("result")
     table.add_column("files", justify="right")
-    for key in ("stored", "replaced", "duplicate", "stored with warnings", "failed"):
+    for key in ("stored", "replaced", "duplicate", "stored with warnings", "not DICOM", "failed"):
         table.add_row(key, str(summary.counts.get(key, 0)))
     console.print(table)
     if summary.failures:
@@ -168,9 +168,9 @@ def import_files(
         console.print(failures)
         if len(summary.failures) > 200:
             console.print(f"... and {len(summary.failures) - 200} more")
-    if summary.counts.get("failed") and not (
-        summary.counts.get("stored") or summary.counts.get("replaced")
-    ):
+    if summary.counts.get("failed"):
+        # Some DICOM file could not be imported (files that are not DICOM at all are
+        # only reported): a script must be able to tell.
         raise typer.Exit(1)
 
 
@@ -199,7 +199,10 @@ async def _import(settings: Settings, files: list[Path], jobs: int) -> ImportSum
             async def one(path: Path) -> None:
                 async with limiter:
                     result = await archive.ingest.store_part10(path, context)
-                if result.failure is not None:
+                if isinstance(result.failure, NotDicom):
+                    summary.counts["not DICOM"] += 1
+                    summary.failures.append((str(path), result.failure.reason))
+                elif result.failure is not None:
                     summary.counts["failed"] += 1
                     summary.failures.append((str(path), result.failure.reason))
                 elif result.outcome is StoreOutcome.DUPLICATE:

@@ -78,6 +78,14 @@ class CannotUnderstand(InstanceRejected):
     dimse_status = 0xC000
 
 
+class NotDicom(CannotUnderstand):
+    """The bytes are not a DICOM object at all (no PS3.10 prefix, nothing parsable).
+
+    Reported like any CannotUnderstand (0xC000); ``dicomcloud import`` lists such files
+    as skipped rather than failed.
+    """
+
+
 class DataSetDoesNotMatchSOPClass(InstanceRejected):
     """PS3.4 B.2.3: 0xA900 "Error: Data Set does not match SOP Class".
 

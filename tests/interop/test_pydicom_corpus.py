@@ -59,7 +59,8 @@ UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 BROKEN = {
     "MR_truncated.dcm": "truncated",  # pixel data cut short
     "rtplan_truncated.dcm": "truncated",  # a sequence cut short
-    "no_meta.dcm": "truncated",  # starts one byte into an element: lengths are garbage
+    # starts one byte into an element: not recognisable as a dataset
+    "no_meta.dcm": "not a DICOM object",
 }
 
 

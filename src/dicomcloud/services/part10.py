@@ -32,7 +32,7 @@ from pydicom.uid import (
 
 from dicomcloud import __version__
 from dicomcloud.domain.values import InvalidValue, parse_uid
-from dicomcloud.errors import CannotUnderstand
+from dicomcloud.errors import CannotUnderstand, NotDicom
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
 _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
@@ -139,6 +139,21 @@ def _check_complete(ds: Dataset, total: int | None, caught: list[warnings.Warnin
             )
 
 
+def _looks_like_dataset(head: bytes) -> bool:
+    """Whether bytes without a PS3.10 preamble start like a DICOM dataset.
+
+    Elements come in ascending tag order and every dataset stored here has a SOP Class
+    UID (0008,0016), so the first group is 0002 (File Meta), 0004 (DICOMDIR) or 0008,
+    in little or big endian.
+    """
+    if len(head) < 8:
+        return False
+    return struct.unpack_from("<H", head)[0] in (2, 4, 8) or struct.unpack_from(">H", head)[0] in (
+        4,
+        8,
+    )
+
+
 def parse_part10(source: bytes | Path) -> ParsedObject:
     """Parse a received PS3.10 file (or a bare dataset), checking it is complete.
 
@@ -154,20 +169,24 @@ def parse_part10(source: bytes | Path) -> ParsedObject:
             head = fh.read(65536)
         stream = source.open("rb")
     if total == 0:
-        raise CannotUnderstand("the part is empty")
+        raise NotDicom("the part is empty")
     has_preamble = head[128:132] == b"DICM"
+    if not has_preamble and not _looks_like_dataset(head):
+        raise NotDicom("not a DICOM object: no 'DICM' prefix and no DICOM data elements")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(stream, force=not has_preamble, defer_size=DEFER_SIZE)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OverflowError,
             NotImplementedError, struct.error, TypeError) as exc:  # fmt: skip
-        raise CannotUnderstand(f"not a readable DICOM object: {exc}") from exc
+        kind = CannotUnderstand if has_preamble else NotDicom
+        raise kind(f"not a readable DICOM object: {exc}") from exc
     finally:
         if not isinstance(source, bytes):
             stream.close()
     if len(ds) == 0:
-        raise CannotUnderstand("not a DICOM object: no data elements could be read")
+        kind = CannotUnderstand if has_preamble else NotDicom
+        raise kind("not a DICOM object: no data elements could be read")
     deflated = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")) == _DEFLATED
     _check_complete(ds, None if deflated else total, caught)
 
