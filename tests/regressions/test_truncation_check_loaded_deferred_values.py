@@ -34,11 +34,27 @@ def test_large_pixel_data_stays_deferred() -> None:
 
 
 async def test_garbage_lengths_are_rejected_not_crashed(local: LocalArchive) -> None:
-    response = await local.stow([pydicom_file("no_meta.dcm").read_bytes()])
+    # No preamble, a plausible first element, then a length far past the end.
+    garbage = (
+        b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"
+        + b"\x08\x00\x16\x00UI\xf0\x7f"
+        + b"1.2.840.10008.5.1.4.1.1.7\x00"
+    )
+
+    response = await local.stow([garbage])
 
     assert response.status_code == 409
     assert failure_reasons(response.json()) == [STATUS_CANNOT_UNDERSTAND]
     assert "truncated" in response.headers["warning"]
+
+
+async def test_file_starting_inside_an_element_is_not_dicom(local: LocalArchive) -> None:
+    # pydicom's no_meta.dcm starts one byte into an element.
+    response = await local.stow([pydicom_file("no_meta.dcm").read_bytes()])
+
+    assert response.status_code == 409
+    assert failure_reasons(response.json()) == [STATUS_CANNOT_UNDERSTAND]
+    assert "not a DICOM object" in response.headers["warning"]
 
 
 async def test_truncated_large_value_is_rejected(local: LocalArchive) -> None:
