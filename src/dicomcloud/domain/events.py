@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -52,6 +53,8 @@ class StoredEvent:
     source_ae: str | None
     replaced: bool
     stored_at: str  # ISO 8601, UTC
+    #: Which process stored it ("host:pid"), the seed's worker_node_id.
+    node_id: str = ""
     type: str = INSTANCE_STORED
     version: int = EVENT_VERSION
 
@@ -67,6 +70,11 @@ class StoredEvent:
     def from_json(cls, text: str) -> StoredEvent:
         data: dict[str, Any] = json.loads(text)
         return cls(**data)
+
+
+def node_id() -> str:
+    """This process as a node of the archive: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def utc_now_iso() -> str:

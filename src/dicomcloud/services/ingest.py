@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dicomcloud.domain.events import StoredEvent, utc_now_iso, uuid7
+from dicomcloud.domain.events import StoredEvent, node_id, utc_now_iso, uuid7
 from dicomcloud.domain.extraction import extract_instance
 from dicomcloud.domain.records import (
     DuplicatePolicy,
@@ -260,6 +260,7 @@ class IngestService:
             source_ae=context.source_ae,
             replaced=existing is not None,
             stored_at=utc_now_iso(),
+            node_id=node_id(),
         )
         write = InstanceWrite(record, event, self.duplicate_policy)
         try:
