@@ -19,8 +19,6 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -238,23 +236,47 @@ def build_header(
             parse_uid(value, name=keyword)
         except InvalidValue as exc:
             raise CannotUnderstand(str(exc)) from None
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
+    source = source_ae
+    sending = None
     if original is not None:
-        for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle"):
-            if keyword in original and keyword not in meta:
-                setattr(meta, keyword, original.get(keyword))
-    out = DicomBytesIO()
-    out.write(PREAMBLE)
-    write_file_meta_info(out, meta, enforce_standard=True)
-    return out.getvalue()
+        source = source or element_text(original, "SourceApplicationEntityTitle") or None
+        sending = element_text(original, "SendingApplicationEntityTitle") or None
+    try:
+        body = [
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", _uid_bytes(sop_class_uid)),
+            _meta_element(0x0003, b"UI", _uid_bytes(sop_instance_uid)),
+            _meta_element(0x0010, b"UI", _uid_bytes(transfer_syntax_uid)),
+            _meta_element(0x0012, b"UI", _uid_bytes(PYDICOM_IMPLEMENTATION_UID)),
+            _meta_element(0x0013, b"SH", _text_bytes(IMPLEMENTATION_VERSION_NAME)),
+        ]
+    except UnicodeEncodeError as exc:
+        raise CannotUnderstand(f"a UID of the File Meta header is not ASCII: {exc}") from None
+    for element, title in ((0x0016, source), (0x0017, sending)):
+        if title and title.isascii() and len(title) <= 16 and "\\" not in title:
+            body.append(_meta_element(element, b"AE", _text_bytes(title)))
+    content = b"".join(body)
+    group_length = _meta_element(0x0000, b"UL", struct.pack("<I", len(content)))
+    return PREAMBLE + group_length + content
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    """One group 0002 element, Explicit VR Little Endian (PS3.10 7.1, PS3.5 7.1.2)."""
+    if vr in _LONG_LENGTH_VRS:
+        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _uid_bytes(uid: str) -> bytes:
+    """A UI value padded with one NUL to even length (PS3.5 6.2)."""
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text_bytes(text: str) -> bytes:
+    """An SH/AE value padded with one space to even length (PS3.5 6.2)."""
+    raw = text.encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw
 
 
 def parse_dataset(data: bytes, transfer_syntax_uid: str) -> Dataset:
