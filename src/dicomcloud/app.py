@@ -16,13 +16,13 @@ from dicomcloud.storage import FilesystemBlobStore, open_blob_store
 log = logging.getLogger(__name__)
 
 
-async def open_index(url: str, *, migrate: bool = True) -> Index:
+async def open_index(url: str, *, migrate: bool = True, pool_size: int = 10) -> Index:
     """The index for ``url``; applies pending migrations first when ``migrate``."""
     from dicomcloud.index.engine import create_engine_for
     from dicomcloud.index.migrate import migrate_engine
     from dicomcloud.index.sql_index import SqlIndex
 
-    engine = create_engine_for(url)
+    engine = create_engine_for(url, pool_size=pool_size)
     if migrate:
         await migrate_engine(engine)
     return SqlIndex(engine)
@@ -62,7 +62,9 @@ class Archive:
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Archive:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        index = await open_index(settings.index_url, migrate=migrate)
+        index = await open_index(
+            settings.index_url, migrate=migrate, pool_size=settings.index.pool_size
+        )
         blobs = open_blob_store(settings.storage_url, fsync=settings.storage.fsync)
         bus = open_event_bus(settings.events.url)
         ingest = IngestService(

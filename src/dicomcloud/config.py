@@ -55,6 +55,7 @@ class IndexSettings(_Section):
     """The relational index (``sqlite:///``, ``postgresql://``, ``mysql://``)."""
 
     url: str = ""  # empty: sqlite:///{data_dir}/index.sqlite3
+    #: Connections kept open to PostgreSQL / MySQL per process (as many again in bursts).
     pool_size: int = Field(default=10, ge=1, le=200)
 
 

@@ -64,10 +64,11 @@ def async_url(url: str) -> URL:
     return parsed
 
 
-def create_engine_for(url: str) -> AsyncEngine:
+def create_engine_for(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine for a ``sqlite://``, ``postgresql://`` or ``mysql://`` URL.
 
-    No connection is opened here; the first use connects.
+    ``pool_size`` connections are kept open to a server (PostgreSQL, MySQL), with as
+    many again allowed in bursts.  No connection is opened here; the first use connects.
     """
     target = async_url(url)
     backend = target.get_backend_name()
@@ -75,8 +76,8 @@ def create_engine_for(url: str) -> AsyncEngine:
         return _sqlite_engine(target)
     kwargs: dict[str, Any] = {
         "pool_pre_ping": True,
-        "pool_size": 10,
-        "max_overflow": 20,
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
         "pool_timeout": 30,
     }
     if backend == "mysql":
