@@ -10,6 +10,7 @@ from dicomcloud.config import Settings
 from dicomcloud.events import OutboxRelay, open_event_bus
 from dicomcloud.ports import BlobStore, EventBus, Index
 from dicomcloud.services.ingest import IngestService
+from dicomcloud.services.query import QueryService
 from dicomcloud.services.retrieve import RetrieveService
 from dicomcloud.storage import FilesystemBlobStore, open_blob_store
 
@@ -57,6 +58,7 @@ class Archive:
     retrieve: RetrieveService
     relay: OutboxRelay
     spool_dir: Path
+    query: QueryService
     _started: bool = field(default=False, repr=False)
 
     @classmethod
@@ -86,6 +88,7 @@ class Archive:
             RetrieveService(index, blobs),
             relay,
             spool_dir,
+            QueryService(index),
         )
 
     async def start(self, *, relay: bool = True) -> None:

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dicomcloud.domain.events import StoredEvent
+from dicomcloud.domain.query import Query
 from dicomcloud.domain.records import (
     DuplicatePolicy,
     ExtractedInstance,
     InstanceRecord,
     StoreOutcome,
 )
+from dicomcloud.domain.results import StudyResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,16 @@ class Index(Protocol):
 
     async def get_instance(self, tenant_id: str, sop_instance_uid: str) -> InstanceRecord | None:
         """The indexed instance with this SOP Instance UID, if any."""
+        ...
+
+    async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
+        """The tenant's studies matching a STUDY-level ``query`` (PS3.18 10.6, PS3.4
+        C.2.2.2), with their patient and computed attributes.
+
+        Order: StudyDate newest first, studies without a date last, then by
+        StudyInstanceUID (code points); ``query.offset`` and ``query.limit`` page through
+        that order.  Raises ``QueryError`` for a key not searchable at the study level.
+        """
         ...
 
     async def fetch_outbox(self, limit: int) -> list[OutboxMessage]:

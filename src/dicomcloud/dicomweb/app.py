@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from dicomcloud import __version__
 from dicomcloud.app import Archive
+from dicomcloud.dicomweb.qido import negotiate, parse_study_query, search_studies_response
 from dicomcloud.dicomweb.responses import error_response
 from dicomcloud.dicomweb.stow import StowHandler
 from dicomcloud.dicomweb.wado import check_accept, instance_response
@@ -91,6 +92,15 @@ async def store_instances(request: Request) -> Response:
     return await handler.handle(request, context, _base_url(request))
 
 
+async def search_studies(request: Request) -> Response:
+    """PS3.18 10.6: QIDO-RS search for studies."""
+    archive = _archive(request)
+    query = parse_study_query(request)
+    media_type = negotiate(request)
+    results = await archive.query.search_studies(archive.settings.default_tenant, query)
+    return search_studies_response(results, query, media_type, _base_url(request))
+
+
 async def retrieve_instance(request: Request) -> Response:
     """PS3.18 10.4: WADO-RS retrieve of one instance."""
     archive = _archive(request)
@@ -134,6 +144,7 @@ def create_app(archive: Archive, *, manage_lifecycle: bool = False) -> Starlette
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route(f"{web}/studies", store_instances, methods=["POST"]),
+        Route(f"{web}/studies", search_studies, methods=["GET"]),
         Route(f"{web}/studies/{{study}}", store_instances, methods=["POST"]),
         Route(
             f"{web}/studies/{{study}}/series/{{series}}/instances/{{sop}}",

@@ -12,6 +12,17 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
+from dicomcloud.domain.patterns import literal, person_name_forms, to_regex, wildcard
+from dicomcloud.domain.query import (
+    Match,
+    Query,
+    QueryError,
+    Range,
+    SingleValue,
+    UidList,
+    Universal,
+    Wildcard,
+)
 from dicomcloud.domain.records import (
     DuplicatePolicy,
     ExtractedInstance,
@@ -21,6 +32,7 @@ from dicomcloud.domain.records import (
     StoreOutcome,
     StudyRecord,
 )
+from dicomcloud.domain.results import MODALITIES_IN_STUDY, PN, STUDY_FIELDS, StudyResult
 from dicomcloud.errors import IdentityConflict, IndexUnavailable
 from dicomcloud.index.sql_index import ordered
 from dicomcloud.ports import InstanceWrite, OutboxMessage
@@ -41,6 +53,29 @@ def _merge(old: T | None, new: T) -> T:
             continue
         changes[field.name] = value
     return dataclasses.replace(old, **changes)  # type: ignore[type-var]
+
+
+def matches(node: Match, value: str | None, vr: str, *, fuzzy: bool) -> bool:
+    """Whether a stored ``value`` satisfies one matching key: the reference semantics
+    that ``dicomcloud.index.query_compiler`` compiles to SQL."""
+    if isinstance(node, Universal):
+        return True
+    if value is None:
+        return False
+    if isinstance(node, UidList):
+        return value in node.uids
+    if isinstance(node, Range):
+        return (node.low is None or value >= node.low) and (node.high is None or value <= node.high)
+    if vr != PN:
+        if isinstance(node, SingleValue):
+            return value == node.value
+        return to_regex(wildcard(node.pattern)).fullmatch(value) is not None
+    assert isinstance(node, SingleValue | Wildcard)
+    pattern = literal(node.value) if isinstance(node, SingleValue) else wildcard(node.pattern)
+    if fuzzy:  # PS3.4 C.2.2.2.6; lower() on both sides, as in SQL
+        value = value.lower()
+        pattern = tuple(p.lower() if isinstance(p, str) else p for p in pattern)
+    return any(to_regex(form).fullmatch(value) for form in person_name_forms(pattern))
 
 
 class MemoryIndex:
@@ -143,6 +178,70 @@ class MemoryIndex:
         """How many instances the tenant has."""
         self._check_open()
         return sum(1 for tenant, _ in self._instances if tenant == tenant_id)
+
+    async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
+        """Studies matching ``query``; same order and semantics as ``SqlIndex``."""
+        self._check_open()
+        series_of: dict[str, list[SeriesRecord]] = {}
+        for (tenant, _), se in self._series.items():
+            if tenant == tenant_id:
+                series_of.setdefault(se.study_instance_uid, []).append(se)
+        found: list[tuple[StudyRecord, PatientRecord | None]] = []
+        for (tenant, _), study in self._studies.items():
+            if tenant != tenant_id:
+                continue
+            patient = self._patients.get((tenant_id, study.patient_id))
+            if self._study_matches(query, study, patient, series_of.get(study.study_instance_uid)):
+                found.append((study, patient))
+        found.sort(key=lambda f: f[0].study_instance_uid)
+        found.sort(key=lambda f: f[0].study_date or "", reverse=True)
+        found.sort(key=lambda f: f[0].study_date is None)
+        end = None if query.limit is None else query.offset + query.limit
+        results = []
+        for study, patient in found[query.offset : end]:
+            uid = study.study_instance_uid
+            instances = [
+                i
+                for (t, _), i in self._instances.items()
+                if t == tenant_id and i.study_instance_uid == uid
+            ]
+            study_series = series_of.get(uid, [])
+            results.append(
+                StudyResult(
+                    study,
+                    patient,
+                    len(study_series),
+                    len(instances),
+                    tuple(sorted({se.modality for se in study_series if se.modality})),
+                    tuple(sorted({i.sop_class_uid for i in instances})),
+                )
+            )
+        return results
+
+    @staticmethod
+    def _study_matches(
+        query: Query,
+        study: StudyRecord,
+        patient: PatientRecord | None,
+        series: list[SeriesRecord] | None,
+    ) -> bool:
+        for node in query.matches:
+            if node.keyword == MODALITIES_IN_STUDY:
+                if isinstance(node, Universal):
+                    continue
+                if not any(
+                    matches(node, se.modality, "CS", fuzzy=query.fuzzy) for se in series or ()
+                ):
+                    return False
+                continue
+            ref = STUDY_FIELDS.get(node.keyword)
+            if ref is None:
+                raise QueryError(node.keyword, "is not searchable at the STUDY level")
+            record = study if ref.level == "study" else patient
+            value = None if record is None else getattr(record, ref.name)
+            if not matches(node, value, ref.vr, fuzzy=query.fuzzy):
+                return False
+        return True
 
     async def fetch_outbox(self, limit: int) -> list[OutboxMessage]:
         self._check_open()

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
+from dicomcloud.domain.query import Query
 from dicomcloud.domain.records import (
     DuplicatePolicy,
     ExtractedInstance,
@@ -30,10 +31,12 @@ from dicomcloud.domain.records import (
     StoreOutcome,
     StudyRecord,
 )
+from dicomcloud.domain.results import StudyResult
 from dicomcloud.errors import IdentityConflict
 from dicomcloud.index import schema, unit_of_work
 from dicomcloud.index.engine import create_engine_for
 from dicomcloud.index.migrate import migrate_engine
+from dicomcloud.index.query_compiler import study_conditions
 from dicomcloud.ports import InstanceWrite, OutboxMessage
 
 R = TypeVar("R")
@@ -360,6 +363,64 @@ class SqlIndex:
 
         return await self._runner.run(work, what="counting instances")
 
+    async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
+        """Studies of ``tenant_id`` matching ``query`` (PS3.18 10.6), in ``STUDY_ORDER``;
+        limit and offset are applied in SQL, the computed attributes are read for the
+        page only."""
+        study, patient = schema.study, schema.patient
+        uid: sa.ColumnElement[str] = study.c.study_instance_uid
+        if self._dialect == "postgresql":
+            uid = sa.collate(uid, "C")  # code-point order, as on the other backends
+        statement = (
+            sa.select(
+                *(study.c[name].label(f"s_{name}") for name in STUDY_FIELDS),
+                *(patient.c[name].label(f"p_{name}") for name in PATIENT_FIELDS),
+            )
+            .select_from(
+                study.outerjoin(
+                    patient,
+                    sa.and_(
+                        patient.c.tenant_id == study.c.tenant_id,
+                        patient.c.patient_id == study.c.patient_id,
+                    ),
+                )
+            )
+            .where(study.c.tenant_id == tenant_id, *study_conditions(query, self._dialect))
+            .order_by(study.c.study_date.is_(None), study.c.study_date.desc(), uid)
+            .offset(query.offset)
+        )
+        if query.limit is not None:
+            statement = statement.limit(query.limit)
+
+        def work(conn: Connection) -> list[StudyResult]:
+            rows = list(conn.execute(statement).mappings())
+            uids = [row["s_study_instance_uid"] for row in rows]
+            computed = _computed_study_attributes(conn, tenant_id, uids)
+            results = []
+            for row in rows:
+                patient_record = (
+                    None
+                    if row["p_patient_id"] is None
+                    else PatientRecord(**{n: row[f"p_{n}"] for n in PATIENT_FIELDS})
+                )
+                record = StudyRecord(**{n: row[f"s_{n}"] for n in STUDY_FIELDS})
+                series_count, instance_count, modalities, classes = computed[
+                    record.study_instance_uid
+                ]
+                results.append(
+                    StudyResult(
+                        record,
+                        patient_record,
+                        series_count,
+                        instance_count,
+                        tuple(sorted(modalities)),
+                        tuple(sorted(classes)),
+                    )
+                )
+            return results
+
+        return await self._runner.run(work, what="searching studies")
+
     async def fetch_outbox(self, limit: int) -> list[OutboxMessage]:
         table = schema.outbox
         query = (
@@ -386,6 +447,40 @@ class SqlIndex:
     async def close(self) -> None:
         await self._runner.close()
         await self._engine.dispose()
+
+
+_Computed = tuple[int, int, set[str], set[str]]
+
+
+def _computed_study_attributes(
+    conn: Connection, tenant_id: str, study_uids: Sequence[str]
+) -> dict[str, _Computed]:
+    """NumberOfStudyRelatedSeries, NumberOfStudyRelatedInstances, ModalitiesInStudy and
+    SOPClassesInStudy (PS3.18 table 10.6.3-3) of each study, from its series and
+    instances."""
+    found: dict[str, _Computed] = {uid: (0, 0, set(), set()) for uid in study_uids}
+    series, instance = schema.series, schema.instance
+    for chunk in _chunks(sorted(found), 1000):
+        series_rows = conn.execute(
+            sa.select(series.c.study_instance_uid, series.c.modality).where(
+                series.c.tenant_id == tenant_id, series.c.study_instance_uid.in_(chunk)
+            )
+        )
+        for uid, modality in series_rows:
+            count, instances, modalities, classes = found[uid]
+            if modality:
+                modalities.add(modality)
+            found[uid] = (count + 1, instances, modalities, classes)
+        instance_rows = conn.execute(
+            sa.select(instance.c.study_instance_uid, instance.c.sop_class_uid, sa.func.count())
+            .where(instance.c.tenant_id == tenant_id, instance.c.study_instance_uid.in_(chunk))
+            .group_by(instance.c.study_instance_uid, instance.c.sop_class_uid)
+        )
+        for uid, sop_class, number in instance_rows:
+            count, instances, modalities, classes = found[uid]
+            classes.add(sop_class)
+            found[uid] = (count, instances + int(number), modalities, classes)
+    return found
 
 
 def _series_conflict(series: SeriesRecord, stored_study_uid: str) -> IdentityConflict:

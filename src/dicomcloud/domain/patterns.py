@@ -1,0 +1,77 @@
+"""Wildcard patterns (PS3.4 C.2.2.2.4) as data, rendered by each index backend.
+
+A pattern is a tuple of parts: literal text, :data:`ANY` (``*``: any run of characters,
+also none) or :data:`ONE` (``?``: exactly one character).  Person names (PS3.5 6.2.1)
+hold up to three component groups joined by ``=``; a PN value matches when the whole
+value or any one group matches (:func:`person_name_forms`), so that a name typed in
+ideographic or phonetic form finds the patient as well as the alphabetic form does.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+
+__all__ = ["ANY", "ONE", "Part", "Pattern", "literal", "person_name_forms", "to_regex", "wildcard"]
+
+
+class Wild(enum.Enum):
+    ANY = "*"
+    ONE = "?"
+
+
+ANY = Wild.ANY
+ONE = Wild.ONE
+
+Part = str | Wild
+Pattern = tuple[Part, ...]
+
+_GROUP_SEPARATOR = "="
+
+
+def wildcard(text: str) -> Pattern:
+    """The parts of a QIDO-RS/C-FIND wildcard value: ``*`` and ``?`` are wild."""
+    parts: list[Part] = []
+    for char in text:
+        if char == "*":
+            if not parts or parts[-1] is not ANY:  # "**" means the same as "*"
+                parts.append(ANY)
+        elif char == "?":
+            parts.append(ONE)
+        elif parts and isinstance(parts[-1], str):
+            parts[-1] += char
+        else:
+            parts.append(char)
+    return tuple(parts)
+
+
+def literal(text: str) -> Pattern:
+    """A pattern matching exactly ``text``."""
+    return (text,) if text else ()
+
+
+def person_name_forms(pattern: Pattern) -> list[Pattern]:
+    """Patterns whose union matches a PN value equal to ``pattern`` as a whole or in one
+    of its component groups."""
+    sep = _GROUP_SEPARATOR
+    return [
+        pattern,
+        (*pattern, sep, ANY),
+        (ANY, sep, *pattern),
+        (ANY, sep, *pattern, sep, ANY),
+    ]
+
+
+def to_regex(pattern: Sequence[Part]) -> re.Pattern[str]:
+    """A regular expression for ``fullmatch`` (the reference semantics)."""
+    out: list[str] = []
+    for part in pattern:
+        if part is ANY:
+            out.append(".*")
+        elif part is ONE:
+            out.append(".")
+        else:
+            assert isinstance(part, str)
+            out.append(re.escape(part))
+    return re.compile("".join(out), re.DOTALL)

@@ -1,0 +1,142 @@
+"""Compile the query tree (``dicomcloud.domain.query``) to SQLAlchemy Core conditions.
+
+One compiler for SQLite, PostgreSQL and MySQL/MariaDB; the only dialect difference is
+how a wildcard pattern is written (PS3.4 C.2.2.2.4): SQLite's ``LIKE`` ignores ASCII case,
+so there patterns become ``GLOB`` (case-sensitive, ``[x]`` quotes a wild character); the
+others use ``LIKE`` with ``!`` as the escape character (a backslash would need quoting
+rules that differ between MySQL and PostgreSQL).
+
+Person names (PN) match as a whole or per component group
+(``dicomcloud.domain.patterns.person_name_forms``); ``fuzzymatching`` compares PN values
+with ``lower()`` on both sides.  The in-memory index states the same semantics in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from dicomcloud.domain.patterns import ANY, ONE, Pattern, literal, person_name_forms, wildcard
+from dicomcloud.domain.query import (
+    Match,
+    Query,
+    QueryError,
+    Range,
+    SingleValue,
+    UidList,
+    Universal,
+    Wildcard,
+)
+from dicomcloud.domain.results import MODALITIES_IN_STUDY, PN, STUDY_FIELDS
+from dicomcloud.index import schema
+
+__all__ = ["match_condition", "study_conditions"]
+
+_LIKE_ESCAPE = "!"
+_LIKE_SPECIAL = frozenset("!%_")
+_GLOB_SPECIAL = frozenset("*?[")
+
+
+def _like_text(pattern: Pattern) -> str:
+    out: list[str] = []
+    for part in pattern:
+        if part is ANY:
+            out.append("%")
+        elif part is ONE:
+            out.append("_")
+        else:
+            assert isinstance(part, str)
+            out.extend(_LIKE_ESCAPE + c if c in _LIKE_SPECIAL else c for c in part)
+    return "".join(out)
+
+
+def _glob_text(pattern: Pattern) -> str:
+    out: list[str] = []
+    for part in pattern:
+        if part is ANY:
+            out.append("*")
+        elif part is ONE:
+            out.append("?")
+        else:
+            assert isinstance(part, str)
+            out.extend(f"[{c}]" if c in _GLOB_SPECIAL else c for c in part)
+    return "".join(out)
+
+
+def _matches_pattern(
+    column: ColumnElement[str], pattern: Pattern, dialect: str, fuzzy: bool
+) -> ColumnElement[bool]:
+    subject: ColumnElement[str] = sa.func.lower(column) if fuzzy else column
+    if dialect == "sqlite":
+        text: ColumnElement[str] = sa.literal(_glob_text(pattern), sa.String())
+        if fuzzy:
+            text = sa.func.lower(text)
+        return subject.op("GLOB", is_comparison=True)(text)
+    text = sa.literal(_like_text(pattern), sa.String())
+    if fuzzy:
+        text = sa.func.lower(text)
+    return subject.like(text, escape=_LIKE_ESCAPE)
+
+
+def match_condition(
+    node: Match, column: ColumnElement[str], vr: str, *, dialect: str, fuzzy: bool
+) -> ColumnElement[bool] | None:
+    """The WHERE condition of one matching key on ``column`` (None: no condition)."""
+    if isinstance(node, Universal):
+        return None
+    if isinstance(node, UidList):
+        return column.in_(node.uids)
+    if isinstance(node, Range):
+        bounds: list[ColumnElement[bool]] = []
+        if node.low is not None:
+            bounds.append(column >= node.low)
+        if node.high is not None:
+            bounds.append(column <= node.high)
+        return sa.and_(*bounds)
+    fuzzy = fuzzy and vr == PN  # PS3.4 C.2.2.2.6: fuzzy matching is for person names
+    if isinstance(node, SingleValue):
+        if vr != PN:
+            return column == node.value
+        forms = person_name_forms(literal(node.value))
+        exact = (
+            sa.func.lower(column) == sa.func.lower(sa.literal(node.value, sa.String()))
+            if fuzzy
+            else column == node.value
+        )
+        return sa.or_(exact, *(_matches_pattern(column, f, dialect, fuzzy) for f in forms[1:]))
+    assert isinstance(node, Wildcard)
+    pattern = wildcard(node.pattern)
+    forms = person_name_forms(pattern) if vr == PN else [pattern]
+    return sa.or_(*(_matches_pattern(column, f, dialect, fuzzy) for f in forms))
+
+
+def study_conditions(query: Query, dialect: str) -> Sequence[ColumnElement[bool]]:
+    """The conditions of a study-level query on ``study`` joined with ``patient``."""
+    study, patient, series = schema.study, schema.patient, schema.series
+    conditions: list[ColumnElement[bool]] = []
+    for node in query.matches:
+        if node.keyword == MODALITIES_IN_STUDY:
+            condition = match_condition(
+                node, series.c.modality, "CS", dialect=dialect, fuzzy=query.fuzzy
+            )
+            if condition is not None:
+                conditions.append(
+                    sa.exists().where(
+                        series.c.tenant_id == study.c.tenant_id,
+                        series.c.study_instance_uid == study.c.study_instance_uid,
+                        condition,
+                    )
+                )
+            continue
+        ref = STUDY_FIELDS.get(node.keyword)
+        if ref is None:
+            raise QueryError(node.keyword, "is not searchable at the STUDY level")
+        table = study if ref.level == "study" else patient
+        condition = match_condition(
+            node, table.c[ref.name], ref.vr, dialect=dialect, fuzzy=query.fuzzy
+        )
+        if condition is not None:
+            conditions.append(condition)
+    return conditions
