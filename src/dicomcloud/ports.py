@@ -19,7 +19,7 @@ from dicomcloud.domain.records import (
     InstanceRecord,
     StoreOutcome,
 )
-from dicomcloud.domain.results import StudyResult
+from dicomcloud.domain.results import InstanceResult, SeriesResult, StudyResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,24 @@ class Index(Protocol):
         Order: StudyDate newest first, studies without a date last, then by
         StudyInstanceUID (code points); ``query.offset`` and ``query.limit`` page through
         that order.  Raises ``QueryError`` for a key not searchable at the study level.
+        """
+        ...
+
+    async def search_series(self, tenant_id: str, query: Query) -> list[SeriesResult]:
+        """The tenant's series matching a SERIES-level ``query`` (study and series keys),
+        with their study, patient and NumberOfSeriesRelatedInstances.
+
+        Order: SeriesNumber, series without one last, then SeriesInstanceUID (code
+        points); ``query.offset`` and ``query.limit`` page through that order.
+        """
+        ...
+
+    async def search_instances(self, tenant_id: str, query: Query) -> list[InstanceResult]:
+        """The tenant's instances matching an IMAGE-level ``query`` (study, series and
+        instance keys), with their series, study and patient.
+
+        Order: InstanceNumber, instances without one last, then SOPInstanceUID (code
+        points); ``query.offset`` and ``query.limit`` page through that order.
         """
         ...
 

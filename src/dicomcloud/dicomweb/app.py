@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,10 +17,11 @@ from starlette.routing import Route
 
 from dicomcloud import __version__
 from dicomcloud.app import Archive
-from dicomcloud.dicomweb.qido import negotiate, parse_study_query, search_studies_response
+from dicomcloud.dicomweb.qido import negotiate, parse_query, search_response, sections_for
 from dicomcloud.dicomweb.responses import error_response
 from dicomcloud.dicomweb.stow import StowHandler
 from dicomcloud.dicomweb.wado import check_accept, instance_response
+from dicomcloud.domain.query import QueryLevel
 from dicomcloud.domain.values import is_valid_uid
 from dicomcloud.errors import BadRequest, DicomCloudError
 from dicomcloud.services.ingest import IngestContext
@@ -92,13 +93,28 @@ async def store_instances(request: Request) -> Response:
     return await handler.handle(request, context, _base_url(request))
 
 
-async def search_studies(request: Request) -> Response:
-    """PS3.18 10.6: QIDO-RS search for studies."""
-    archive = _archive(request)
-    query = parse_study_query(request)
-    media_type = negotiate(request)
-    results = await archive.query.search_studies(archive.settings.default_tenant, query)
-    return search_studies_response(results, query, media_type, _base_url(request))
+#: Path parameters of QIDO-RS routes and the matching keys they become.
+_PATH_KEYS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID"}
+
+
+def search(level: QueryLevel) -> Callable[[Request], Awaitable[Response]]:
+    """PS3.18 10.6: the QIDO-RS route searching at ``level``; UIDs in the path are
+    validated (400) and restrict the search."""
+
+    async def handle(request: Request) -> Response:
+        archive = _archive(request)
+        path = {
+            key: _uid(request, name)
+            for name, key in _PATH_KEYS.items()
+            if name in request.path_params
+        }
+        query = parse_query(request, level, path)
+        media_type = negotiate(request)
+        results = await archive.query.search(archive.settings.default_tenant, query)
+        sections = sections_for(level, path)
+        return search_response(results, query, sections, media_type, _base_url(request))
+
+    return handle
 
 
 async def retrieve_instance(request: Request) -> Response:
@@ -144,8 +160,17 @@ def create_app(archive: Archive, *, manage_lifecycle: bool = False) -> Starlette
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route(f"{web}/studies", store_instances, methods=["POST"]),
-        Route(f"{web}/studies", search_studies, methods=["GET"]),
+        Route(f"{web}/studies", search(QueryLevel.STUDY), methods=["GET"]),
         Route(f"{web}/studies/{{study}}", store_instances, methods=["POST"]),
+        Route(f"{web}/series", search(QueryLevel.SERIES), methods=["GET"]),
+        Route(f"{web}/instances", search(QueryLevel.IMAGE), methods=["GET"]),
+        Route(f"{web}/studies/{{study}}/series", search(QueryLevel.SERIES), methods=["GET"]),
+        Route(f"{web}/studies/{{study}}/instances", search(QueryLevel.IMAGE), methods=["GET"]),
+        Route(
+            f"{web}/studies/{{study}}/series/{{series}}/instances",
+            search(QueryLevel.IMAGE),
+            methods=["GET"],
+        ),
         Route(
             f"{web}/studies/{{study}}/series/{{series}}/instances/{{sop}}",
             retrieve_instance,

@@ -1,8 +1,11 @@
-"""QIDO-RS search (PS3.18 10.6): ``GET /studies`` answered in DICOM JSON (PS3.18 F.2).
+"""QIDO-RS search (PS3.18 10.6): studies, series and instances in DICOM JSON (PS3.18 F.2).
 
-The route parses the query parameters with ``parse_qido``, calls the query service and
-renders each study with the default return attributes of PS3.18 table 10.6.3-3 plus the
-keys the client matched on or asked for.  Attributes without a value are left out,
+The routes parse the query parameters with ``parse_query`` (UIDs of the request path
+become matching keys), call the query service and render each result with the default
+return attributes of PS3.18 tables 10.6.3-3/4/5 plus the keys the client matched on or
+asked for.  Which tables apply follows 10.6.3: a series search returns the study
+attributes too unless the study is in the path; an instance search returns the study and
+series attributes of the levels not in the path.  Attributes without a value are left out,
 except those the client named: those come back empty (PS3.4 C.2.2.1: every matching key
 is returned).  An empty result is ``200`` with ``[]``.
 """
@@ -10,7 +13,7 @@ is returned).  An empty result is ``200`` with ``[]``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -20,11 +23,19 @@ from starlette.responses import Response
 from dicomcloud.dicomweb.media import DICOM_JSON, JSON, parse_accept
 from dicomcloud.dicomweb.responses import DicomJson, element
 from dicomcloud.domain.query import Query, QueryError, QueryLevel, parse_qido
-from dicomcloud.domain.results import StudyResult
+from dicomcloud.domain.results import SearchResult
 from dicomcloud.errors import BadRequest, NotAcceptable
-from dicomcloud.services.query import STUDY_SEARCH_KEYS
+from dicomcloud.services.query import SEARCH_KEYS
 
-__all__ = ["STUDY_DEFAULT_ATTRIBUTES", "parse_study_query", "search_studies_response"]
+__all__ = [
+    "INSTANCE_DEFAULT_ATTRIBUTES",
+    "SERIES_DEFAULT_ATTRIBUTES",
+    "STUDY_DEFAULT_ATTRIBUTES",
+    "Section",
+    "parse_query",
+    "search_response",
+    "sections_for",
+]
 
 #: SpecificCharacterSet of every response: the index holds decoded text (PS3.18 F.2).
 UTF8_CHARSET: Final = "ISO_IR 192"
@@ -32,24 +43,47 @@ UTF8_CHARSET: Final = "ISO_IR 192"
 
 @dataclass(frozen=True, slots=True)
 class ReturnAttribute:
-    """An attribute a study search can return: tag, VR and how to read it."""
+    """An attribute a search can return: tag, VR and how to read it from a result
+    (``StudyResult``, ``SeriesResult`` or ``InstanceResult``) and the base URL."""
 
     tag: str
     vr: str
-    read: Callable[[StudyResult, str], Any]
+    read: Callable[[Any, str], Any]
 
 
-def _study(name: str) -> Callable[[StudyResult, str], Any]:
-    return lambda r, _: getattr(r.study, name)
+def _field(level: str, name: str) -> Callable[[Any, str], Any]:
+    """Read field ``name`` of the result's record of ``level`` (None: no record)."""
+
+    def read(result: Any, _: str) -> Any:
+        record = getattr(result, level, None)
+        return None if record is None else getattr(record, name)
+
+    return read
 
 
-def _patient(name: str) -> Callable[[StudyResult, str], Any]:
-    return lambda r, _: None if r.patient is None else getattr(r.patient, name)
+def _study(name: str) -> Callable[[Any, str], Any]:
+    return _field("study", name)
+
+
+def _patient(name: str) -> Callable[[Any, str], Any]:
+    return _field("patient", name)
+
+
+def _series(name: str) -> Callable[[Any, str], Any]:
+    return _field("series", name)
+
+
+def _instance(name: str) -> Callable[[Any, str], Any]:
+    return _field("instance", name)
+
+
+def _charset(result: Any, base: str) -> str:
+    return UTF8_CHARSET
 
 
 #: Study-level return attributes by keyword (PS3.18 table 10.6.3-3; PS3.4 C.6.1.1.3).
 STUDY_ATTRIBUTES: Final[Mapping[str, ReturnAttribute]] = {
-    "SpecificCharacterSet": ReturnAttribute("00080005", "CS", lambda r, _: UTF8_CHARSET),
+    "SpecificCharacterSet": ReturnAttribute("00080005", "CS", _charset),
     "StudyDate": ReturnAttribute("00080020", "DA", _study("study_date")),
     "StudyTime": ReturnAttribute("00080030", "TM", _study("study_time")),
     "AccessionNumber": ReturnAttribute("00080050", "SH", _study("accession_number")),
@@ -94,16 +128,149 @@ STUDY_DEFAULT_ATTRIBUTES: Final = (
     "NumberOfStudyRelatedInstances",
 )
 
+#: Series-level return attributes (PS3.18 table 10.6.3-4; PS3.4 C.6.1.1.4).
+SERIES_ATTRIBUTES: Final[Mapping[str, ReturnAttribute]] = {
+    "SpecificCharacterSet": ReturnAttribute("00080005", "CS", _charset),
+    "SeriesDate": ReturnAttribute("00080021", "DA", _series("series_date")),
+    "SeriesTime": ReturnAttribute("00080031", "TM", _series("series_time")),
+    "Modality": ReturnAttribute("00080060", "CS", _series("modality")),
+    "SeriesDescription": ReturnAttribute("0008103E", "LO", _series("series_description")),
+    "RetrieveURL": ReturnAttribute(
+        "00081190",
+        "UR",
+        lambda r, base: (
+            f"{base}/studies/{r.series.study_instance_uid}/series/{r.series.series_instance_uid}"
+        ),
+    ),
+    "BodyPartExamined": ReturnAttribute("00180015", "CS", _series("body_part_examined")),
+    "ProtocolName": ReturnAttribute("00181030", "LO", _series("protocol_name")),
+    "SeriesInstanceUID": ReturnAttribute("0020000E", "UI", _series("series_instance_uid")),
+    "SeriesNumber": ReturnAttribute("00200011", "IS", _series("series_number")),
+    "NumberOfSeriesRelatedInstances": ReturnAttribute(
+        "00201209", "IS", lambda r, _: getattr(r, "number_of_instances", None)
+    ),
+    "PerformedProcedureStepStartDate": ReturnAttribute(
+        "00400244", "DA", _series("performed_procedure_step_start_date")
+    ),
+    "PerformedProcedureStepStartTime": ReturnAttribute(
+        "00400245", "TM", _series("performed_procedure_step_start_time")
+    ),
+}
+
+#: Returned for every series without being asked (PS3.18 table 10.6.3-4).
+SERIES_DEFAULT_ATTRIBUTES: Final = (
+    "SpecificCharacterSet",
+    "Modality",
+    "SeriesDescription",
+    "RetrieveURL",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "NumberOfSeriesRelatedInstances",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+)
+
+
+def _instance_url(result: Any, base: str) -> str:
+    i = result.instance
+    return (
+        f"{base}/studies/{i.study_instance_uid}/series/{i.series_instance_uid}"
+        f"/instances/{i.sop_instance_uid}"
+    )
+
+
+#: Instance-level return attributes (PS3.18 table 10.6.3-5; PS3.4 C.6.1.1.5).
+INSTANCE_ATTRIBUTES: Final[Mapping[str, ReturnAttribute]] = {
+    "SpecificCharacterSet": ReturnAttribute("00080005", "CS", _charset),
+    "SOPClassUID": ReturnAttribute("00080016", "UI", _instance("sop_class_uid")),
+    "SOPInstanceUID": ReturnAttribute("00080018", "UI", _instance("sop_instance_uid")),
+    "ContentDate": ReturnAttribute("00080023", "DA", _instance("content_date")),
+    "ContentTime": ReturnAttribute("00080033", "TM", _instance("content_time")),
+    "RetrieveURL": ReturnAttribute("00081190", "UR", _instance_url),
+    "InstanceNumber": ReturnAttribute("00200013", "IS", _instance("instance_number")),
+    "SamplesPerPixel": ReturnAttribute("00280002", "US", _instance("samples_per_pixel")),
+    "PhotometricInterpretation": ReturnAttribute(
+        "00280004", "CS", _instance("photometric_interpretation")
+    ),
+    "NumberOfFrames": ReturnAttribute("00280008", "IS", _instance("number_of_frames")),
+    "Rows": ReturnAttribute("00280010", "US", _instance("rows")),
+    "Columns": ReturnAttribute("00280011", "US", _instance("columns")),
+    "BitsAllocated": ReturnAttribute("00280100", "US", _instance("bits_allocated")),
+    "BitsStored": ReturnAttribute("00280101", "US", _instance("bits_stored")),
+    "HighBit": ReturnAttribute("00280102", "US", _instance("high_bit")),
+    "PixelRepresentation": ReturnAttribute("00280103", "US", _instance("pixel_representation")),
+}
+
+#: Returned for every instance without being asked (PS3.18 table 10.6.3-5).
+INSTANCE_DEFAULT_ATTRIBUTES: Final = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "RetrieveURL",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+)
+
+#: Study attributes computed from a study's series and instances: returned by study
+#: searches only.
+_STUDY_COMPUTED = frozenset(
+    {
+        "ModalitiesInStudy",
+        "SOPClassesInStudy",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "RetrieveURL",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """The attributes one level contributes to a response, and its default ones."""
+
+    attributes: Mapping[str, ReturnAttribute]
+    defaults: tuple[str, ...]
+
+
+STUDY_SECTION: Final = Section(STUDY_ATTRIBUTES, STUDY_DEFAULT_ATTRIBUTES)
+#: The stored study attributes, returned with series and instances (PS3.18 10.6.3).
+STUDY_STORED_SECTION: Final = Section(
+    {k: v for k, v in STUDY_ATTRIBUTES.items() if k not in _STUDY_COMPUTED},
+    tuple(k for k in STUDY_DEFAULT_ATTRIBUTES if k not in _STUDY_COMPUTED),
+)
+SERIES_SECTION: Final = Section(SERIES_ATTRIBUTES, SERIES_DEFAULT_ATTRIBUTES)
+INSTANCE_SECTION: Final = Section(INSTANCE_ATTRIBUTES, INSTANCE_DEFAULT_ATTRIBUTES)
+
+
+def sections_for(level: QueryLevel, path: Mapping[str, str]) -> tuple[Section, ...]:
+    """What a search at ``level`` returns, given the UIDs in the request path (by
+    keyword): the levels above are returned unless the path names them (PS3.18
+    10.6.3)."""
+    if level is QueryLevel.STUDY:
+        return (STUDY_SECTION,)
+    sections: list[Section] = []
+    if "StudyInstanceUID" not in path:
+        sections.append(STUDY_STORED_SECTION)
+    if level is QueryLevel.SERIES:
+        return (*sections, SERIES_SECTION)
+    if "SeriesInstanceUID" not in path:
+        sections.append(SERIES_SECTION)
+    return (*sections, INSTANCE_SECTION)
+
+
 _ACCEPTED = (DICOM_JSON, JSON)
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
-def parse_study_query(request: Request) -> Query:
-    """The study-level query of a request; ``BadRequest`` naming what is wrong."""
+def parse_query(request: Request, level: QueryLevel, path: Mapping[str, str]) -> Query:
+    """The query of a request at ``level``; the UIDs of the path (by keyword, already
+    validated) are single value matching keys.  ``BadRequest`` naming what is wrong."""
+    params = [*path.items(), *request.query_params.multi_items()]
     try:
-        return parse_qido(
-            QueryLevel.STUDY, request.query_params.multi_items(), known=STUDY_SEARCH_KEYS
-        )
+        return parse_qido(level, params, known=SEARCH_KEYS[level])
     except QueryError as exc:
         raise BadRequest(str(exc)) from exc
 
@@ -135,29 +302,40 @@ def _value(vr: str, value: Any) -> list[Any]:
     return values
 
 
-def study_json(
-    result: StudyResult, keywords: tuple[str, ...], named: set[str], base: str
+def result_json(
+    result: SearchResult,
+    attributes: Mapping[str, ReturnAttribute],
+    keywords: Sequence[str],
+    named: set[str],
+    base: str,
 ) -> DicomJson:
-    """One study as a DICOM JSON object, tags in ascending order (PS3.18 F.2.1)."""
+    """One result as a DICOM JSON object, tags in ascending order (PS3.18 F.2.1)."""
     dataset: DicomJson = {}
     for keyword in keywords:
-        attribute = STUDY_ATTRIBUTES[keyword]
+        attribute = attributes[keyword]
         values = _value(attribute.vr, attribute.read(result, base))
         if values or keyword in named:
             dataset[attribute.tag] = element(attribute.vr, *values)
     return dict(sorted(dataset.items()))
 
 
-def search_studies_response(
-    results: list[StudyResult], query: Query, media_type: str, base_url: str
+def search_response(
+    results: Sequence[SearchResult],
+    query: Query,
+    sections: Sequence[Section],
+    media_type: str,
+    base_url: str,
 ) -> Response:
-    """The results as a JSON array (PS3.18 10.6.3; ``[]`` when nothing matched)."""
+    """The results as a JSON array (PS3.18 10.6.3; ``[]`` when nothing matched), with
+    the attributes of ``sections`` (a later section's attribute wins on a keyword)."""
     named = {node.keyword for node in query.matches} | set(query.return_keys)
-    extra = STUDY_ATTRIBUTES.keys() if query.include_all else named
-    keywords = (
-        *STUDY_DEFAULT_ATTRIBUTES,
-        *(k for k in STUDY_ATTRIBUTES if k in extra and k not in STUDY_DEFAULT_ATTRIBUTES),
-    )
-    body = [study_json(result, keywords, named, base_url) for result in results]
+    attributes: dict[str, ReturnAttribute] = {}
+    defaults: dict[str, None] = {}
+    for section in sections:
+        attributes.update(section.attributes)
+        defaults.update(dict.fromkeys(section.defaults))
+    extra = attributes.keys() if query.include_all else named
+    keywords = (*defaults, *(k for k in attributes if k in extra and k not in defaults))
+    body = [result_json(result, attributes, keywords, named, base_url) for result in results]
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     return Response(text, 200, media_type=media_type)

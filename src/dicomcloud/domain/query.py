@@ -24,6 +24,7 @@ from dicomcloud.domain.values import InvalidValue, parse_uid, show
 
 __all__ = [
     "INCLUDE_ALL",
+    "INTEGER_VRS",
     "Match",
     "Query",
     "QueryError",
@@ -47,6 +48,9 @@ _RANGE_VRS = frozenset({"DA", "TM", "DT"})
 # PS3.4 C.2.2.2.4: wildcard matching is not defined for these VRs.
 _NO_WILDCARD_VRS = frozenset({"UI", "DA", "TM", "DT", "SQ"})
 _WILDCARDS = frozenset("*?")
+#: VRs indexed as integers: only single value (and universal) matching applies.
+INTEGER_VRS = frozenset({"IS", "US"})
+_INT_RE = re.compile(r"[+-]?[0-9]+")
 _NORMALISERS: Mapping[str, Callable[[str], str]] = {
     "DA": parse_da,
     "TM": parse_tm,
@@ -195,6 +199,10 @@ def _parse_match(key: str, keyword: str, vr: str, value: str) -> Match:
     """Choose the matching type for one key from its value and VR (PS3.4 C.2.2.2)."""
     if value == "":
         return Universal(keyword)
+    if vr in INTEGER_VRS:
+        if _INT_RE.fullmatch(value) is None:
+            raise QueryError(key, f"{show(value)} is not an integer ({vr})")
+        return SingleValue(keyword, str(int(value)))
     if vr == "UI":
         parts = re.split(r"[\\,]", value)  # PS3.18 8.3.4.1: backslash or comma
         try:

@@ -1,9 +1,11 @@
 """Search results and where each searchable attribute lives (PS3.18 10.6.3, PS3.4 C.6.1).
 
 A :class:`StudyResult` is one study found by a study-level search: the indexed study and
-patient records plus the computed attributes of PS3.18 table 10.6.3-3.  ``STUDY_FIELDS``
-maps each study-level matching key to the record field that holds it, so that every
-index backend compiles the same query tree against the same data.
+patient records plus the computed attributes of PS3.18 table 10.6.3-3;
+:class:`SeriesResult` and :class:`InstanceResult` are the same for the series and
+instance levels (tables 10.6.3-4 and 10.6.3-5), with the records of every level above.
+``LEVEL_FIELDS`` maps each matching key of a level to the record field that holds it, so
+that every index backend compiles the same query tree against the same data.
 """
 
 from __future__ import annotations
@@ -12,12 +14,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from dicomcloud.domain.records import PatientRecord, StudyRecord
+from dicomcloud.domain.query import QueryLevel
+from dicomcloud.domain.records import InstanceRecord, PatientRecord, SeriesRecord, StudyRecord
 
-__all__ = ["MODALITIES_IN_STUDY", "PN", "STUDY_FIELDS", "FieldRef", "StudyResult"]
+__all__ = [
+    "INSTANCE_FIELDS",
+    "LEVEL_FIELDS",
+    "MODALITIES_IN_STUDY",
+    "PN",
+    "SERIES_FIELDS",
+    "STUDY_FIELDS",
+    "FieldRef",
+    "InstanceResult",
+    "SearchResult",
+    "SeriesResult",
+    "StudyResult",
+]
 
-#: Which record holds an attribute: the study itself or its patient.
-RecordLevel = Literal["patient", "study"]
+#: Which record holds an attribute; also the attribute name of that record on a result.
+RecordLevel = Literal["patient", "study", "series", "instance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +68,46 @@ STUDY_FIELDS: Final[Mapping[str, FieldRef]] = {
     "PatientSex": FieldRef("patient", "patient_sex", "CS"),
 }
 
+#: Series-level matching keys (PS3.4 C.6.1.1.4, PS3.18 table 10.6.3-4).
+SERIES_FIELDS: Final[Mapping[str, FieldRef]] = {
+    "SeriesInstanceUID": FieldRef("series", "series_instance_uid", "UI"),
+    "Modality": FieldRef("series", "modality", "CS"),
+    "SeriesNumber": FieldRef("series", "series_number", "IS"),
+    "SeriesDate": FieldRef("series", "series_date", "DA"),
+    "SeriesTime": FieldRef("series", "series_time", "TM"),
+    "SeriesDescription": FieldRef("series", "series_description", "LO"),
+    "BodyPartExamined": FieldRef("series", "body_part_examined", "CS"),
+    "ProtocolName": FieldRef("series", "protocol_name", "LO"),
+    "PerformedProcedureStepStartDate": FieldRef(
+        "series", "performed_procedure_step_start_date", "DA"
+    ),
+    "PerformedProcedureStepStartTime": FieldRef(
+        "series", "performed_procedure_step_start_time", "TM"
+    ),
+}
+
+#: Instance-level matching keys (PS3.4 C.6.1.1.5, PS3.18 table 10.6.3-5).
+INSTANCE_FIELDS: Final[Mapping[str, FieldRef]] = {
+    "SOPInstanceUID": FieldRef("instance", "sop_instance_uid", "UI"),
+    "SOPClassUID": FieldRef("instance", "sop_class_uid", "UI"),
+    "InstanceNumber": FieldRef("instance", "instance_number", "IS"),
+    "ContentDate": FieldRef("instance", "content_date", "DA"),
+    "ContentTime": FieldRef("instance", "content_time", "TM"),
+    "NumberOfFrames": FieldRef("instance", "number_of_frames", "IS"),
+    "Rows": FieldRef("instance", "rows", "US"),
+    "Columns": FieldRef("instance", "columns", "US"),
+    "BitsAllocated": FieldRef("instance", "bits_allocated", "US"),
+    "PhotometricInterpretation": FieldRef("instance", "photometric_interpretation", "CS"),
+}
+
+#: The stored matching keys of each level: a series or instance search may also match
+#: on the attributes of the levels above (PS3.18 10.6.1.2, PS3.4 C.2.2.1 relational).
+LEVEL_FIELDS: Final[Mapping[QueryLevel, Mapping[str, FieldRef]]] = {
+    QueryLevel.STUDY: STUDY_FIELDS,
+    QueryLevel.SERIES: {**STUDY_FIELDS, **SERIES_FIELDS},
+    QueryLevel.IMAGE: {**STUDY_FIELDS, **SERIES_FIELDS, **INSTANCE_FIELDS},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class StudyResult:
@@ -69,3 +124,29 @@ class StudyResult:
     number_of_instances: int
     modalities: tuple[str, ...]
     sop_classes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesResult:
+    """One series of a series-level search (PS3.18 table 10.6.3-4), with its study and
+    patient; ``number_of_instances`` is NumberOfSeriesRelatedInstances."""
+
+    series: SeriesRecord
+    study: StudyRecord
+    patient: PatientRecord | None
+    number_of_instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceResult:
+    """One instance of an instance-level search (PS3.18 table 10.6.3-5), with its series,
+    study and patient."""
+
+    instance: InstanceRecord
+    series: SeriesRecord
+    study: StudyRecord
+    patient: PatientRecord | None
+
+
+#: Any one result of a search.
+SearchResult = StudyResult | SeriesResult | InstanceResult

@@ -8,7 +8,7 @@ process.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
@@ -17,6 +17,7 @@ from dicomcloud.domain.query import (
     Match,
     Query,
     QueryError,
+    QueryLevel,
     Range,
     SingleValue,
     UidList,
@@ -32,12 +33,20 @@ from dicomcloud.domain.records import (
     StoreOutcome,
     StudyRecord,
 )
-from dicomcloud.domain.results import MODALITIES_IN_STUDY, PN, STUDY_FIELDS, StudyResult
+from dicomcloud.domain.results import (
+    LEVEL_FIELDS,
+    MODALITIES_IN_STUDY,
+    PN,
+    InstanceResult,
+    SeriesResult,
+    StudyResult,
+)
 from dicomcloud.errors import IdentityConflict, IndexUnavailable
 from dicomcloud.index.sql_index import ordered
 from dicomcloud.ports import InstanceWrite, OutboxMessage
 
 T = TypeVar("T")
+R = TypeVar("R")
 _Key = tuple[str, str]
 
 
@@ -55,7 +64,7 @@ def _merge(old: T | None, new: T) -> T:
     return dataclasses.replace(old, **changes)  # type: ignore[type-var]
 
 
-def matches(node: Match, value: str | None, vr: str, *, fuzzy: bool) -> bool:
+def matches(node: Match, value: str | int | None, vr: str, *, fuzzy: bool) -> bool:
     """Whether a stored ``value`` satisfies one matching key: the reference semantics
     that ``dicomcloud.index.query_compiler`` compiles to SQL."""
     if isinstance(node, Universal):
@@ -64,6 +73,8 @@ def matches(node: Match, value: str | None, vr: str, *, fuzzy: bool) -> bool:
         return False
     if isinstance(node, UidList):
         return value in node.uids
+    if isinstance(value, int):  # IS/US: single value matching only (parse_qido)
+        return isinstance(node, SingleValue) and value == int(node.value)
     if isinstance(node, Range):
         return (node.low is None or value >= node.low) and (node.high is None or value <= node.high)
     if vr != PN:
@@ -179,26 +190,61 @@ class MemoryIndex:
         self._check_open()
         return sum(1 for tenant, _ in self._instances if tenant == tenant_id)
 
-    async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
-        """Studies matching ``query``; same order and semantics as ``SqlIndex``."""
-        self._check_open()
+    def _page(
+        self,
+        query: Query,
+        candidates: Sequence[dict[str, Any]],
+        order: Callable[[dict[str, Any]], tuple[Any, ...]],
+        series_of: Mapping[str, list[SeriesRecord]],
+    ) -> list[dict[str, Any]]:
+        """The page of ``candidates`` (records by level) matching ``query``, in ``order``."""
+        found = [c for c in candidates if self._matches(query, c, series_of)]
+        found.sort(key=order)
+        end = None if query.limit is None else query.offset + query.limit
+        return found[query.offset : end]
+
+    def _tenant_series(self, tenant_id: str) -> dict[str, list[SeriesRecord]]:
         series_of: dict[str, list[SeriesRecord]] = {}
         for (tenant, _), se in self._series.items():
             if tenant == tenant_id:
                 series_of.setdefault(se.study_instance_uid, []).append(se)
-        found: list[tuple[StudyRecord, PatientRecord | None]] = []
-        for (tenant, _), study in self._studies.items():
-            if tenant != tenant_id:
-                continue
-            patient = self._patients.get((tenant_id, study.patient_id))
-            if self._study_matches(query, study, patient, series_of.get(study.study_instance_uid)):
-                found.append((study, patient))
-        found.sort(key=lambda f: f[0].study_instance_uid)
-        found.sort(key=lambda f: f[0].study_date or "", reverse=True)
-        found.sort(key=lambda f: f[0].study_date is None)
-        end = None if query.limit is None else query.offset + query.limit
+        return series_of
+
+    def _with_parents(self, tenant_id: str, record: Any) -> dict[str, Any]:
+        """``record`` (series or instance) with the records of the levels above."""
+        found: dict[str, Any] = {}
+        if isinstance(record, InstanceRecord):
+            found["instance"] = record
+            record = self._series[(tenant_id, record.series_instance_uid)]
+        if isinstance(record, SeriesRecord):
+            found["series"] = record
+            record = self._studies[(tenant_id, record.study_instance_uid)]
+        found["study"] = record
+        found["patient"] = self._patients.get((tenant_id, record.patient_id))
+        return found
+
+    async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
+        """Studies matching ``query``; same order and semantics as ``SqlIndex``."""
+        self._check_open()
+        series_of = self._tenant_series(tenant_id)
+        candidates = [
+            {"study": study, "patient": self._patients.get((tenant_id, study.patient_id))}
+            for (tenant, _), study in self._studies.items()
+            if tenant == tenant_id
+        ]
+        page = self._page(
+            query,
+            candidates,
+            lambda c: (
+                c["study"].study_date is None,
+                _descending(c["study"].study_date or ""),
+                c["study"].study_instance_uid,
+            ),
+            series_of,
+        )
         results = []
-        for study, patient in found[query.offset : end]:
+        for found in page:
+            study = found["study"]
             uid = study.study_instance_uid
             instances = [
                 i
@@ -209,7 +255,7 @@ class MemoryIndex:
             results.append(
                 StudyResult(
                     study,
-                    patient,
+                    found["patient"],
                     len(study_series),
                     len(instances),
                     tuple(sorted({se.modality for se in study_series if se.modality})),
@@ -218,26 +264,76 @@ class MemoryIndex:
             )
         return results
 
+    async def search_series(self, tenant_id: str, query: Query) -> list[SeriesResult]:
+        """Series matching ``query``; same order and semantics as ``SqlIndex``."""
+        self._check_open()
+        candidates = [
+            self._with_parents(tenant_id, se)
+            for (tenant, _), se in self._series.items()
+            if tenant == tenant_id
+        ]
+        page = self._page(
+            query,
+            candidates,
+            lambda c: _number_then_uid(c["series"].series_number, c["series"].series_instance_uid),
+            {},
+        )
+        counts: dict[str, int] = {}
+        for (tenant, _), i in self._instances.items():
+            if tenant == tenant_id:
+                counts[i.series_instance_uid] = counts.get(i.series_instance_uid, 0) + 1
+        return [
+            SeriesResult(
+                c["series"],
+                c["study"],
+                c["patient"],
+                counts.get(c["series"].series_instance_uid, 0),
+            )
+            for c in page
+        ]
+
+    async def search_instances(self, tenant_id: str, query: Query) -> list[InstanceResult]:
+        """Instances matching ``query``; same order and semantics as ``SqlIndex``."""
+        self._check_open()
+        candidates = [
+            self._with_parents(tenant_id, i)
+            for (tenant, _), i in self._instances.items()
+            if tenant == tenant_id
+        ]
+        page = self._page(
+            query,
+            candidates,
+            lambda c: _number_then_uid(
+                c["instance"].instance_number, c["instance"].sop_instance_uid
+            ),
+            {},
+        )
+        return [InstanceResult(c["instance"], c["series"], c["study"], c["patient"]) for c in page]
+
     @staticmethod
-    def _study_matches(
+    def _matches(
         query: Query,
-        study: StudyRecord,
-        patient: PatientRecord | None,
-        series: list[SeriesRecord] | None,
+        records: Mapping[str, Any],
+        series_of: Mapping[str, list[SeriesRecord]],
     ) -> bool:
+        """Whether the records (by level) satisfy every matching key of ``query``."""
+        fields = LEVEL_FIELDS[query.level]
         for node in query.matches:
-            if node.keyword == MODALITIES_IN_STUDY:
+            if node.keyword == MODALITIES_IN_STUDY and query.level is QueryLevel.STUDY:
                 if isinstance(node, Universal):
                     continue
+                study_series = series_of.get(records["study"].study_instance_uid, [])
                 if not any(
-                    matches(node, se.modality, "CS", fuzzy=query.fuzzy) for se in series or ()
+                    matches(node, se.modality, "CS", fuzzy=query.fuzzy) for se in study_series
                 ):
                     return False
                 continue
-            ref = STUDY_FIELDS.get(node.keyword)
+            ref = fields.get(node.keyword)
             if ref is None:
-                raise QueryError(node.keyword, "is not searchable at the STUDY level")
-            record = study if ref.level == "study" else patient
+                raise QueryError(
+                    node.keyword, f"is not searchable at the {query.level.value} level"
+                )
+            record = records[ref.level]
             value = None if record is None else getattr(record, ref.name)
             if not matches(node, value, ref.vr, fuzzy=query.fuzzy):
                 return False
@@ -257,3 +353,13 @@ class MemoryIndex:
 
     async def close(self) -> None:
         self._closed = True
+
+
+def _number_then_uid(number: int | None, uid: str) -> tuple[bool, int, str]:
+    """Series and instance order: by number, absent numbers last, then by UID."""
+    return (number is None, number or 0, uid)
+
+
+def _descending(text: str) -> tuple[int, ...]:
+    """A sort key that orders strings in reverse code-point order (dates newest first)."""
+    return (*(-ord(c) for c in text), 1)

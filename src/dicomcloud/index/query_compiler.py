@@ -20,19 +20,29 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from dicomcloud.domain.patterns import ANY, ONE, Pattern, literal, person_name_forms, wildcard
 from dicomcloud.domain.query import (
+    INTEGER_VRS,
     Match,
     Query,
     QueryError,
+    QueryLevel,
     Range,
     SingleValue,
     UidList,
     Universal,
     Wildcard,
 )
-from dicomcloud.domain.results import MODALITIES_IN_STUDY, PN, STUDY_FIELDS
+from dicomcloud.domain.results import LEVEL_FIELDS, MODALITIES_IN_STUDY, PN
 from dicomcloud.index import schema
 
-__all__ = ["match_condition", "study_conditions"]
+__all__ = ["TABLES", "match_condition", "query_conditions"]
+
+#: The table of each record level (``FieldRef.level``).
+TABLES: dict[str, sa.Table] = {
+    "patient": schema.patient,
+    "study": schema.study,
+    "series": schema.series,
+    "instance": schema.instance,
+}
 
 _LIKE_ESCAPE = "!"
 _LIKE_SPECIAL = frozenset("!%_")
@@ -88,6 +98,9 @@ def match_condition(
         return None
     if isinstance(node, UidList):
         return column.in_(node.uids)
+    if vr in INTEGER_VRS:  # parse_qido allows only single values here
+        assert isinstance(node, SingleValue)
+        return column == int(node.value)
     if isinstance(node, Range):
         bounds: list[ColumnElement[bool]] = []
         if node.low is not None:
@@ -112,12 +125,14 @@ def match_condition(
     return sa.or_(*(_matches_pattern(column, f, dialect, fuzzy) for f in forms))
 
 
-def study_conditions(query: Query, dialect: str) -> Sequence[ColumnElement[bool]]:
-    """The conditions of a study-level query on ``study`` joined with ``patient``."""
-    study, patient, series = schema.study, schema.patient, schema.series
+def query_conditions(query: Query, dialect: str) -> Sequence[ColumnElement[bool]]:
+    """The conditions of a query on the tables of its level joined with those of the
+    levels above (``TABLES``; the patient is outer-joined)."""
+    study, series = schema.study, schema.series
+    fields = LEVEL_FIELDS[query.level]
     conditions: list[ColumnElement[bool]] = []
     for node in query.matches:
-        if node.keyword == MODALITIES_IN_STUDY:
+        if node.keyword == MODALITIES_IN_STUDY and query.level is QueryLevel.STUDY:
             condition = match_condition(
                 node, series.c.modality, "CS", dialect=dialect, fuzzy=query.fuzzy
             )
@@ -130,13 +145,11 @@ def study_conditions(query: Query, dialect: str) -> Sequence[ColumnElement[bool]
                     )
                 )
             continue
-        ref = STUDY_FIELDS.get(node.keyword)
+        ref = fields.get(node.keyword)
         if ref is None:
-            raise QueryError(node.keyword, "is not searchable at the STUDY level")
-        table = study if ref.level == "study" else patient
-        condition = match_condition(
-            node, table.c[ref.name], ref.vr, dialect=dialect, fuzzy=query.fuzzy
-        )
+            raise QueryError(node.keyword, f"is not searchable at the {query.level.value} level")
+        column = TABLES[ref.level].c[ref.name]
+        condition = match_condition(node, column, ref.vr, dialect=dialect, fuzzy=query.fuzzy)
         if condition is not None:
             conditions.append(condition)
     return conditions

@@ -11,7 +11,8 @@ Upserts are the only dialect-specific statements.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
-from dicomcloud.domain.query import Query
+from dicomcloud.domain.query import Query, QueryLevel
 from dicomcloud.domain.records import (
     DuplicatePolicy,
     ExtractedInstance,
@@ -31,12 +32,12 @@ from dicomcloud.domain.records import (
     StoreOutcome,
     StudyRecord,
 )
-from dicomcloud.domain.results import StudyResult
+from dicomcloud.domain.results import InstanceResult, SeriesResult, StudyResult
 from dicomcloud.errors import IdentityConflict
 from dicomcloud.index import schema, unit_of_work
 from dicomcloud.index.engine import create_engine_for
 from dicomcloud.index.migrate import migrate_engine
-from dicomcloud.index.query_compiler import study_conditions
+from dicomcloud.index.query_compiler import TABLES, query_conditions
 from dicomcloud.ports import InstanceWrite, OutboxMessage
 
 R = TypeVar("R")
@@ -47,6 +48,26 @@ SERIES_FIELDS = tuple(f.name for f in dataclasses.fields(SeriesRecord))
 INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceRecord))
 
 _Key = tuple[str, str]
+
+#: Columns and record type of each level, for reading joined search rows.
+_LEVEL_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "patient": PATIENT_FIELDS,
+    "study": STUDY_FIELDS,
+    "series": SERIES_FIELDS,
+    "instance": INSTANCE_FIELDS,
+}
+_RECORD_TYPES: Mapping[str, type[Any]] = {
+    "patient": PatientRecord,
+    "study": StudyRecord,
+    "series": SeriesRecord,
+    "instance": InstanceRecord,
+}
+#: The levels read by a search: the searched one and every one above it.
+_SEARCHED_LEVELS: Mapping[QueryLevel, tuple[str, ...]] = {
+    QueryLevel.STUDY: ("study", "patient"),
+    QueryLevel.SERIES: ("series", "study", "patient"),
+    QueryLevel.IMAGE: ("instance", "series", "study", "patient"),
+}
 
 # Statements run on every store, built once (bound parameters; "uids" expands to a list).
 _EXISTING_INSTANCES = sa.select(schema.instance.c.sop_instance_uid).where(
@@ -363,63 +384,150 @@ class SqlIndex:
 
         return await self._runner.run(work, what="counting instances")
 
+    def _code_points(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        """``column`` ordered by code point, as on SQLite and MySQL (binary collations)."""
+        return sa.collate(column, "C") if self._dialect == "postgresql" else column
+
+    def _search_statement(
+        self, tenant_id: str, query: Query, order: Sequence[sa.ColumnElement[Any]]
+    ) -> sa.Select[Any]:
+        """The page of rows matching ``query``: the searched level's table joined with the
+        levels above (the patient outer-joined), every column labelled ``level__name``;
+        the tenant is in the WHERE clause and in every join."""
+        levels = _SEARCHED_LEVELS[query.level]
+        joined: sa.FromClause = TABLES[levels[0]]
+        for child, parent in itertools.pairwise(levels):
+            if parent == "patient":
+                break
+            key = f"{parent}_instance_uid"
+            joined = joined.join(
+                TABLES[parent],
+                sa.and_(
+                    TABLES[parent].c.tenant_id == TABLES[child].c.tenant_id,
+                    TABLES[parent].c[key] == TABLES[child].c[key],
+                ),
+            )
+        study, patient = schema.study, schema.patient
+        joined = joined.outerjoin(
+            patient,
+            sa.and_(
+                patient.c.tenant_id == study.c.tenant_id,
+                patient.c.patient_id == study.c.patient_id,
+            ),
+        )
+        statement = (
+            sa.select(
+                *(
+                    TABLES[level].c[name].label(f"{level}__{name}")
+                    for level in levels
+                    for name in _LEVEL_COLUMNS[level]
+                )
+            )
+            .select_from(joined)
+            .where(
+                TABLES[levels[0]].c.tenant_id == tenant_id,
+                *query_conditions(query, self._dialect),
+            )
+            .order_by(*order)
+            .offset(query.offset)
+        )
+        return statement if query.limit is None else statement.limit(query.limit)
+
+    async def _search(
+        self,
+        tenant_id: str,
+        query: Query,
+        order: Sequence[sa.ColumnElement[Any]],
+        results: Callable[[Connection, list[dict[str, Any]]], list[R]],
+    ) -> list[R]:
+        statement = self._search_statement(tenant_id, query, order)
+
+        def work(conn: Connection) -> list[R]:
+            rows = [
+                {level: _search_record(row, level) for level in _SEARCHED_LEVELS[query.level]}
+                for row in conn.execute(statement).mappings()
+            ]
+            return results(conn, rows)
+
+        return await self._runner.run(work, what=f"searching at the {query.level.value} level")
+
     async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
         """Studies of ``tenant_id`` matching ``query`` (PS3.18 10.6), in ``STUDY_ORDER``;
         limit and offset are applied in SQL, the computed attributes are read for the
         page only."""
-        study, patient = schema.study, schema.patient
-        uid: sa.ColumnElement[str] = study.c.study_instance_uid
-        if self._dialect == "postgresql":
-            uid = sa.collate(uid, "C")  # code-point order, as on the other backends
-        statement = (
-            sa.select(
-                *(study.c[name].label(f"s_{name}") for name in STUDY_FIELDS),
-                *(patient.c[name].label(f"p_{name}") for name in PATIENT_FIELDS),
-            )
-            .select_from(
-                study.outerjoin(
-                    patient,
-                    sa.and_(
-                        patient.c.tenant_id == study.c.tenant_id,
-                        patient.c.patient_id == study.c.patient_id,
-                    ),
-                )
-            )
-            .where(study.c.tenant_id == tenant_id, *study_conditions(query, self._dialect))
-            .order_by(study.c.study_date.is_(None), study.c.study_date.desc(), uid)
-            .offset(query.offset)
+        study = schema.study
+        order = (
+            study.c.study_date.is_(None),
+            study.c.study_date.desc(),
+            self._code_points(study.c.study_instance_uid),
         )
-        if query.limit is not None:
-            statement = statement.limit(query.limit)
 
-        def work(conn: Connection) -> list[StudyResult]:
-            rows = list(conn.execute(statement).mappings())
-            uids = [row["s_study_instance_uid"] for row in rows]
+        def results(conn: Connection, rows: list[dict[str, Any]]) -> list[StudyResult]:
+            uids = [row["study"].study_instance_uid for row in rows]
             computed = _computed_study_attributes(conn, tenant_id, uids)
-            results = []
+            found = []
             for row in rows:
-                patient_record = (
-                    None
-                    if row["p_patient_id"] is None
-                    else PatientRecord(**{n: row[f"p_{n}"] for n in PATIENT_FIELDS})
-                )
-                record = StudyRecord(**{n: row[f"s_{n}"] for n in STUDY_FIELDS})
+                record = row["study"]
                 series_count, instance_count, modalities, classes = computed[
                     record.study_instance_uid
                 ]
-                results.append(
+                found.append(
                     StudyResult(
                         record,
-                        patient_record,
+                        row["patient"],
                         series_count,
                         instance_count,
                         tuple(sorted(modalities)),
                         tuple(sorted(classes)),
                     )
                 )
-            return results
+            return found
 
-        return await self._runner.run(work, what="searching studies")
+        return await self._search(tenant_id, query, order, results)
+
+    async def search_series(self, tenant_id: str, query: Query) -> list[SeriesResult]:
+        """Series of ``tenant_id`` matching ``query``: SeriesNumber (absent last), then
+        SeriesInstanceUID; NumberOfSeriesRelatedInstances read for the page only."""
+        series = schema.series
+        order = (
+            series.c.series_number.is_(None),
+            series.c.series_number,
+            self._code_points(series.c.series_instance_uid),
+        )
+
+        def results(conn: Connection, rows: list[dict[str, Any]]) -> list[SeriesResult]:
+            counts = _series_instance_counts(
+                conn, tenant_id, [row["series"].series_instance_uid for row in rows]
+            )
+            return [
+                SeriesResult(
+                    row["series"],
+                    row["study"],
+                    row["patient"],
+                    counts.get(row["series"].series_instance_uid, 0),
+                )
+                for row in rows
+            ]
+
+        return await self._search(tenant_id, query, order, results)
+
+    async def search_instances(self, tenant_id: str, query: Query) -> list[InstanceResult]:
+        """Instances of ``tenant_id`` matching ``query``: InstanceNumber (absent last),
+        then SOPInstanceUID."""
+        instance = schema.instance
+        order = (
+            instance.c.instance_number.is_(None),
+            instance.c.instance_number,
+            self._code_points(instance.c.sop_instance_uid),
+        )
+
+        def results(conn: Connection, rows: list[dict[str, Any]]) -> list[InstanceResult]:
+            return [
+                InstanceResult(row["instance"], row["series"], row["study"], row["patient"])
+                for row in rows
+            ]
+
+        return await self._search(tenant_id, query, order, results)
 
     async def fetch_outbox(self, limit: int) -> list[OutboxMessage]:
         table = schema.outbox
@@ -450,6 +558,29 @@ class SqlIndex:
 
 
 _Computed = tuple[int, int, set[str], set[str]]
+
+
+def _search_record(row: Mapping[Any, Any], level: str) -> Any:
+    """The record of ``level`` in a joined search row (None: no patient row)."""
+    if level == "patient" and row["patient__patient_id"] is None:
+        return None
+    return _RECORD_TYPES[level](**{n: row[f"{level}__{n}"] for n in _LEVEL_COLUMNS[level]})
+
+
+def _series_instance_counts(
+    conn: Connection, tenant_id: str, series_uids: Sequence[str]
+) -> dict[str, int]:
+    """NumberOfSeriesRelatedInstances (PS3.18 table 10.6.3-4) of each series."""
+    instance = schema.instance
+    counts: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(series_uids)), 1000):
+        result = conn.execute(
+            sa.select(instance.c.series_instance_uid, sa.func.count())
+            .where(instance.c.tenant_id == tenant_id, instance.c.series_instance_uid.in_(chunk))
+            .group_by(instance.c.series_instance_uid)
+        )
+        counts.update((uid, int(number)) for uid, number in result)
+    return counts
 
 
 def _computed_study_attributes(
