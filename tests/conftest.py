@@ -187,6 +187,7 @@ async def dimse_for(local: LocalArchive) -> AsyncIterator[LocalDimse]:
         local.archive.ingest,
         asyncio.get_running_loop(),
         tenant_id=settings.default_tenant,
+        query=local.archive.query,
     )
     server.start()
     try:

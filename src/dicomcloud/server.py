@@ -94,6 +94,7 @@ async def run(settings: Settings, *, migrate: bool = True, primary: bool = True)
         archive.ingest,
         asyncio.get_running_loop(),
         tenant_id=settings.default_tenant,
+        query=archive.query,
         reuse_port=not primary or worker_count(settings) > 1,
     )
     http_socket: socket.socket | None = None

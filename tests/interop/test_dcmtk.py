@@ -228,3 +228,79 @@ def test_storescu_of_a_bad_file_is_refused(server: RealServer, tmp_path: Path) -
     with httpx.Client(base_url=server.dicomweb_url, timeout=30) as http:
         response = http.get(instance.path)
         assert response.status_code == 404
+
+
+def test_findscu_study_root_finds_a_stored_study(server: RealServer, tmp_path: Path) -> None:
+    """findscu -S at the STUDY level, with a wildcard, as a PACS user would search."""
+    findscu = require_tool("findscu")
+    from integration.support import multipart_related, new_dataset, part10
+
+    name = f"Findscu^{tmp_path.name[-8:].replace('-', '')}"
+    ds = new_dataset()
+    ds.PatientName = name
+    body, content_type = multipart_related([part10(ds)])
+    with httpx.Client(base_url=server.dicomweb_url, timeout=30) as http:
+        stored = http.post("/studies", content=body, headers={"Content-Type": content_type})
+    assert stored.status_code == 200, stored.text
+
+    result = subprocess.run(
+        [
+            findscu,
+            "-S",
+            "-X",
+            "-aec",
+            server.ae_title,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"PatientName={name[:-2]}*",
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            "NumberOfStudyRelatedInstances",
+            "127.0.0.1",
+            str(server.dicom_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dcmtk_env(),
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (response,) = [_read(path) for path in sorted(tmp_path.glob("rsp*.dcm"))]
+    assert response.StudyInstanceUID == ds.StudyInstanceUID
+    assert str(response.PatientName) == name
+    assert response.NumberOfStudyRelatedInstances == 1
+
+
+def test_findscu_with_a_bad_key_gets_a_failure(server: RealServer, tmp_path: Path) -> None:
+    findscu = require_tool("findscu")
+
+    result = subprocess.run(
+        [
+            findscu,
+            "-S",
+            "-v",
+            "-aec",
+            server.ae_title,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyDate=20241399",
+            "127.0.0.1",
+            str(server.dicom_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dcmtk_env(),
+        cwd=tmp_path,
+        check=False,
+    )
+
+    output = result.stdout + result.stderr
+    assert "Failed: UnableToProcess" in output, output  # 0xC000
+    assert not list(tmp_path.glob("rsp*.dcm"))

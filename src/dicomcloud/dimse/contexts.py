@@ -8,7 +8,12 @@ accept a transfer syntax.
 
 from __future__ import annotations
 
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import (
+    AllTransferSyntaxes,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -28,6 +33,19 @@ STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(
 )
 
 VERIFICATION_SOP_CLASS = str(Verification)
+
+#: Patient Root and Study Root Query/Retrieve Information Model - FIND (PS3.4 C.6.1,
+#: C.6.2).
+FIND_SOP_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.2.1.1",
+    "1.2.840.10008.5.1.4.1.2.2.1",
+)
+#: The uncompressed transfer syntaxes of a query identifier.
+FIND_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    str(ImplicitVRLittleEndian),
+    str(ExplicitVRLittleEndian),
+    str(ExplicitVRBigEndian),
+)
 
 
 def storage_sop_classes() -> list[str]:

@@ -1,10 +1,13 @@
-"""The DIMSE SCP: C-ECHO (PS3.4 A.4) and C-STORE (PS3.4 B.2) over pynetdicom.
+"""The DIMSE SCP: C-ECHO (PS3.4 A.4), C-STORE (PS3.4 B.2) and C-FIND (PS3.4 C.4.1) over
+pynetdicom.
 
 Handlers run in pynetdicom's association threads and hand each dataset to the shared
 ingest service on the archive's event loop.  The C-STORE response reports what really
 happened (PS3.4 B.2.3): 0x0000 only after the instance is durable and indexed, a
 warning (0xB000, 0xB006) when it was stored with a remark, or a failure status
-(0xA700, 0xA900, 0xC000, 0x0110) with an ErrorComment saying why.
+(0xA700, 0xA900, 0xC000, 0x0110) with an ErrorComment saying why.  C-FIND runs the
+query service that QIDO-RS uses and streams one pending response per match, checking for
+C-CANCEL between them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -22,11 +26,16 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomcloud.config import Settings
 from dicomcloud.dimse.contexts import (
+    FIND_SOP_CLASSES,
+    FIND_TRANSFER_SYNTAXES,
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
     storage_sop_classes,
 )
+from dicomcloud.dimse.find import parse_identifier, response_identifier
+from dicomcloud.domain.query import QueryError
 from dicomcloud.services.ingest import IngestContext, IngestService
+from dicomcloud.services.query import QueryService
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,9 @@ DUL_POLL_SECONDS = 0.0002
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_PENDING = 0xFF00
+STATUS_CANCEL = 0xFE00
+STATUS_UNABLE_TO_PROCESS = 0xC000
 
 
 def set_nodelay(event: Any) -> None:
@@ -52,7 +64,8 @@ def set_nodelay(event: Any) -> None:
 
 
 class DimseServer:
-    """Listens for associations and serves C-ECHO and C-STORE."""
+    """Listens for associations and serves C-ECHO, C-STORE and (given a query service)
+    C-FIND."""
 
     def __init__(
         self,
@@ -61,10 +74,12 @@ class DimseServer:
         loop: asyncio.AbstractEventLoop,
         *,
         tenant_id: str,
+        query: QueryService | None = None,
         reuse_port: bool = False,
     ) -> None:
         self._settings = settings
         self._ingest = ingest
+        self._query = query
         self._loop = loop
         self._tenant_id = tenant_id
         self._reuse_port = reuse_port
@@ -82,6 +97,9 @@ class DimseServer:
         ae.add_supported_context(VERIFICATION_SOP_CLASS, STORAGE_TRANSFER_SYNTAXES)
         for sop_class in storage_sop_classes():
             ae.add_supported_context(sop_class, STORAGE_TRANSFER_SYNTAXES)
+        if self._query is not None:
+            for sop_class in FIND_SOP_CLASSES:
+                ae.add_supported_context(sop_class, FIND_TRANSFER_SYNTAXES)
         return ae
 
     @property
@@ -95,6 +113,7 @@ class DimseServer:
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
         ]
         address = (self._settings.server.host, self._settings.server.dicom_port)
         server_class = _ReusePortServer if self._reuse_port else ThreadedAssociationServer
@@ -162,6 +181,47 @@ class DimseServer:
                 result.comment,
             )
         return status
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        sop_class = str(event.request.AffectedSOPClassUID)
+        try:
+            request = parse_identifier(event.identifier, sop_class)
+        except QueryError as exc:
+            yield _failure(STATUS_UNABLE_TO_PROCESS, str(exc)), None
+            return
+        except Exception as exc:  # an identifier pydicom cannot decode
+            yield _failure(STATUS_UNABLE_TO_PROCESS, f"cannot read the identifier: {exc}"), None
+            return
+        if self._query is None:  # pragma: no cover - the context is not offered then
+            yield _failure(STATUS_UNABLE_TO_PROCESS, "C-FIND is not served"), None
+            return
+        future = asyncio.run_coroutine_threadsafe(
+            self._query.search(self._tenant_id, request.query), self._loop
+        )
+        try:
+            results = future.result(timeout=self._settings.dimse.dimse_timeout)
+        except FutureTimeout:
+            future.cancel()
+            yield _failure(STATUS_OUT_OF_RESOURCES, "timed out searching the index"), None
+            return
+        except Exception as exc:  # must answer with a failure, never crash the association
+            log.exception("C-FIND failed")
+            yield _failure(STATUS_UNABLE_TO_PROCESS, f"processing failure: {exc}"), None
+            return
+        ae_title = self._settings.server.ae_title
+        for result in results:
+            if event.is_cancelled:
+                yield STATUS_CANCEL, None
+                return
+            yield STATUS_PENDING, response_identifier(result, request, ae_title)
+        yield STATUS_SUCCESS, None
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = _comment(comment)
+    return ds
 
 
 class _ReusePortServer(ThreadedAssociationServer):  # type: ignore[misc]
