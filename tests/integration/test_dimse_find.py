@@ -283,3 +283,17 @@ async def test_cancel_stops_the_pending_responses(dimse: LocalDimse) -> None:
         return statuses
 
     assert await asyncio.to_thread(run) == [PENDING, CANCEL]
+
+
+async def test_return_keys_the_archive_does_not_keep_are_left_out(dimse: LocalDimse) -> None:
+    """SCUs often ask for more than an archive indexes; they still get their matches."""
+    study, _series, _sop = await stow(dimse.local)
+    ds = identifier("STUDY", StudyInstanceUID=study, PatientName="")
+    ds.add_new(0x00091010, "LO", "")  # a private return key
+    ds.add_new(0x00081032, "SQ", [])  # ProcedureCodeSequence, not indexed
+
+    found = await find(dimse, ds)
+
+    assert [item.StudyInstanceUID for item in found] == [study]
+    assert 0x00091010 not in found[0]
+    assert "ProcedureCodeSequence" not in found[0]

@@ -75,6 +75,11 @@ class FindRequest:
     keywords: tuple[str, ...]
 
 
+#: Unique keys of the SERIES and IMAGE levels: a query above their level must not carry
+#: them (PS3.4 C.4.1.2.2.1), so they stay an error rather than an ignored return key.
+_LOWER_UNIQUE_KEYS = frozenset({"SeriesInstanceUID", "SOPInstanceUID"})
+
+
 def _attributes(level: QueryLevel) -> dict[str, ReturnAttribute]:
     attributes: dict[str, ReturnAttribute] = {}
     for section in sections_for(level, {}):
@@ -132,6 +137,12 @@ def parse_identifier(identifier: Dataset, sop_class: str) -> FindRequest:
         if keyword in _CONTROL_KEYWORDS:
             continue
         name = keyword or f"{element.tag:08X}"
+        supported = keyword in _SCP_KEYS or keyword in known or keyword in attributes
+        if element.is_empty and not supported and keyword not in _LOWER_UNIQUE_KEYS:
+            # An optional return key this archive does not keep (a private tag, a
+            # sequence, ...): it is left out of the responses, not an error, so that
+            # SCUs asking for more than we index still get their matches (PS3.4 C.2.2.1).
+            continue
         value = _text(element)
         if keyword in _SCP_KEYS:
             if value:
