@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["ANY", "ONE", "Part", "Pattern", "literal", "person_name_forms", "to_regex", "wildcard"]
 
@@ -63,15 +63,21 @@ def person_name_forms(pattern: Pattern) -> list[Pattern]:
     ]
 
 
-def to_regex(pattern: Sequence[Part]) -> re.Pattern[str]:
-    """A regular expression for ``fullmatch`` (the reference semantics)."""
+def render(pattern: Sequence[Part], *, any_: str, one: str, literal: Callable[[str], str]) -> str:
+    """The pattern in another wildcard syntax (a regex, SQL LIKE, SQLite GLOB): ``any_``
+    for ``*``, ``one`` for ``?`` and ``literal`` escaping the text between them."""
     out: list[str] = []
     for part in pattern:
         if part is ANY:
-            out.append(".*")
+            out.append(any_)
         elif part is ONE:
-            out.append(".")
+            out.append(one)
         else:
             assert isinstance(part, str)
-            out.append(re.escape(part))
-    return re.compile("".join(out), re.DOTALL)
+            out.append(literal(part))
+    return "".join(out)
+
+
+def to_regex(pattern: Sequence[Part]) -> re.Pattern[str]:
+    """A regular expression for ``fullmatch`` (the reference semantics)."""
+    return re.compile(render(pattern, any_=".*", one=".", literal=re.escape), re.DOTALL)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from dicomcloud.domain.patterns import ANY, ONE, Pattern, literal, person_name_forms, wildcard
+from dicomcloud.domain.patterns import Pattern, literal, person_name_forms, render, wildcard
 from dicomcloud.domain.query import (
     INTEGER_VRS,
     Match,
@@ -50,29 +50,17 @@ _GLOB_SPECIAL = frozenset("*?[")
 
 
 def _like_text(pattern: Pattern) -> str:
-    out: list[str] = []
-    for part in pattern:
-        if part is ANY:
-            out.append("%")
-        elif part is ONE:
-            out.append("_")
-        else:
-            assert isinstance(part, str)
-            out.extend(_LIKE_ESCAPE + c if c in _LIKE_SPECIAL else c for c in part)
-    return "".join(out)
+    def escape(text: str) -> str:
+        return "".join(_LIKE_ESCAPE + c if c in _LIKE_SPECIAL else c for c in text)
+
+    return render(pattern, any_="%", one="_", literal=escape)
 
 
 def _glob_text(pattern: Pattern) -> str:
-    out: list[str] = []
-    for part in pattern:
-        if part is ANY:
-            out.append("*")
-        elif part is ONE:
-            out.append("?")
-        else:
-            assert isinstance(part, str)
-            out.extend(f"[{c}]" if c in _GLOB_SPECIAL else c for c in part)
-    return "".join(out)
+    def escape(text: str) -> str:
+        return "".join(f"[{c}]" if c in _GLOB_SPECIAL else c for c in text)
+
+    return render(pattern, any_="*", one="?", literal=escape)
 
 
 def _matches_pattern(
