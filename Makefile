@@ -1,7 +1,7 @@
 # dicomcloud: the front door.  `make run` serves with embedded defaults, `make test`
 # runs every check.  Both install what they need first (see scripts/bootstrap.sh).
 
-.PHONY: run test bootstrap bootstrap-test bootstrap-bench lint typecheck pytest bench clean
+.PHONY: run test bootstrap bootstrap-test bootstrap-bench lint typecheck pytest bench bench-search bench-scale clean
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -37,6 +37,14 @@ test: bootstrap-test
 
 bench: bootstrap-bench
 	$(PY) -m bench
+
+# QIDO-RS and C-FIND latency against Orthanc (~3,000 instances loaded)
+bench-search: bootstrap-bench
+	$(PY) -m bench --scenarios 'qido-*,cfind-*'
+
+# study lists on a bulk-loaded 1,000,000-instance index, PostgreSQL and SQLite
+bench-scale: bootstrap-bench
+	$(PY) -m bench.scale --load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

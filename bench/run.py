@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import BENCH_DIR, OUT_DIR, REPO_ROOT, dataset
+from bench.cget import RETRIEVE_PEERS, run_retrieve, tools_available
 from bench.cstore import run_cstore, storescu_path
 from bench.memory import run_memory, shapes
 from bench.peers import PEERS, Peer, PeerError
@@ -27,7 +28,7 @@ MEMORY_TARGET_MB = 300.0
 class Scenario:
     key: str
     title: str
-    kind: str  # "stow" | "cstore" | "memory"
+    kind: str  # "stow" | "cstore" | "memory" | "cget" | "cmove"
     set_name: str = ""
     per_request: int = 1
     clients: int = 1
@@ -37,12 +38,21 @@ class Scenario:
     def target(self) -> str:
         if self.kind == "stow":
             return ">= 2x Orthanc inst/s"
-        if self.kind == "cstore":
+        if self.kind in ("cstore", *RETRIEVE_KINDS):
             return ">= 1x Orthanc inst/s"
+        if self.kind in SEARCH_TARGETS:
+            return SEARCH_TARGETS[self.kind]
         return f"dicomcloud peak RSS < {MEMORY_TARGET_MB:.0f} MB"
 
 
 SET_LABEL = {"small": "64x64", "large": "512x512"}
+RETRIEVE_KINDS = ("cget", "cmove")
+RETRIEVE_TITLE = {"cget": "C-GET", "cmove": "C-MOVE"}
+#: the search scenarios (bench/search.py): latency targets on the small set, loaded
+SEARCH_TARGETS = {
+    "qido": "dicomcloud p50 <= 0.5x Orthanc's",
+    "cfind": "dicomcloud p50 <= 1x Orthanc's",
+}
 
 
 def all_scenarios() -> list[Scenario]:
@@ -71,6 +81,16 @@ def all_scenarios() -> list[Scenario]:
                     clients=assoc,
                 )
             )
+    for kind in RETRIEVE_KINDS:
+        for set_name in ("small", "large"):
+            out.append(
+                Scenario(
+                    key=f"{kind}-1-{set_name}",
+                    title=f"{RETRIEVE_TITLE[kind]} by study, 1 assoc, {SET_LABEL[set_name]}",
+                    kind=kind,
+                    set_name=set_name,
+                )
+            )
     for shape in ("instances", "multiframe"):
         out.append(
             Scenario(
@@ -80,6 +100,8 @@ def all_scenarios() -> list[Scenario]:
                 memory_shape=shape,
             )
         )
+    out.append(Scenario("qido-small", "QIDO-RS latency, small set loaded", "qido", "small"))
+    out.append(Scenario("cfind-small", "C-FIND latency, small set loaded", "cfind", "small"))
     return out
 
 
@@ -120,6 +142,8 @@ def run_one(
     extra_args: Sequence[str] = (),
 ) -> RunResult:
     res = RunResult(scenario=scenario.key, peer=peer_cls.name)
+    if scenario.kind in RETRIEVE_KINDS:
+        peer_cls = RETRIEVE_PEERS[peer_cls.name]  # with the C-MOVE destination configured
     peer = peer_cls(extra_args=extra_args)
     try:
         peer.start()
@@ -137,6 +161,8 @@ def run_one(
             res.mbytes = data.total_bytes(scenario.set_name) / 1e6
             if scenario.kind == "stow":
                 _run_stow(scenario, peer, files, res)
+            elif scenario.kind in RETRIEVE_KINDS:
+                _run_retrieve(scenario, peer, data, files, res)
             else:
                 _run_cstore(scenario, peer, files, res)
         if not peer.alive():
@@ -202,6 +228,28 @@ def _run_cstore(scenario: Scenario, peer: Peer, files: list[Path], res: RunResul
     }
 
 
+def _run_retrieve(
+    scenario: Scenario, peer: Peer, data: dataset.DataSet, files: list[Path], res: RunResult
+) -> None:
+    load = run_cstore(peer.dicom_port, peer.aet, files, 4)
+    if load.failures or any(load.exit_codes):
+        res.errors.append(f"loading over C-STORE failed: {load.errors[:2]}")
+        return
+    studies = list(dict.fromkeys(inst.study_uid for inst in data.sets[scenario.set_name]))
+    run = run_retrieve(scenario.kind, peer.dicom_port, peer.aet, studies)
+    res.seconds = run.seconds
+    res.instances = run.completed
+    res.failures = run.failed + (run.completed != len(files))
+    res.errors += run.errors
+    res.detail = {
+        "studies": run.requests,
+        "completed": run.completed,
+        "failed": run.failed,
+        "load_seconds": round(load.seconds, 2),
+        "client_cpu_pct": _cpu_pct(run.client_cpu_seconds, run.seconds),
+    }
+
+
 def _run_memory(
     scenario: Scenario, peer: Peer, data: dataset.DataSet, quick: bool, res: RunResult
 ) -> None:
@@ -247,7 +295,9 @@ def warm_cache(data: dataset.DataSet) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Ingest benchmark of dicomcloud against Orthanc (STOW-RS, C-STORE, memory).",
+        description=(
+            "Benchmark of dicomcloud against Orthanc (STOW-RS, C-STORE, memory, C-GET, C-MOVE)."
+        ),
     )
     p.add_argument("--quick", action="store_true", help="~10%% of the data: a fast smoke run")
     p.add_argument(
@@ -264,6 +314,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="runs per scenario and peer (median)")
     p.add_argument("--seed", type=int, default=dataset.DEFAULT_SEED)
     p.add_argument("--no-memory", action="store_true", help="skip the memory scenarios")
+    p.add_argument(
+        "--search-repeat",
+        type=int,
+        default=0,
+        help="timed runs per search query and peer (default 50, 20 with --quick)",
+    )
     p.add_argument("--output", type=Path, help="markdown report (default depends on --quick)")
     p.add_argument("--keep", action="store_true", help="keep the peers' storage directories")
     p.add_argument(
@@ -289,7 +345,7 @@ def select(args: argparse.Namespace) -> list[Scenario]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from bench import report  # after arg parsing: keeps --help fast
+    from bench import report, search_report  # after arg parsing: keeps --help fast
 
     if args.list:
         for s in all_scenarios():
@@ -315,7 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"peer {name} not runnable: {why}")
     if any(s.kind == "cstore" for s in scenarios) and storescu_path() is None:
         print("dcmtk storescu not found: skipping C-STORE scenarios")
-        scenarios = [s for s in scenarios if s.kind != "cstore"]
+        scenarios = [s for s in scenarios if s.kind not in ("cstore", *RETRIEVE_KINDS)]
+    retrieve_ok, why_not = tools_available()
+    if not retrieve_ok and any(s.kind in RETRIEVE_KINDS for s in scenarios):
+        print(f"dcmtk retrieve tools not found ({why_not}): skipping C-GET / C-MOVE")
+        scenarios = [s for s in scenarios if s.kind not in RETRIEVE_KINDS]
     if not peers:
         print("no peer can run", file=sys.stderr)
         return 2
@@ -324,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.monotonic()
     data = dataset.ensure(args.seed, args.quick)
     warm_cache(data)
+    searches = [s for s in scenarios if s.kind in SEARCH_TARGETS]
+    scenarios = [s for s in scenarios if s.kind not in SEARCH_TARGETS]
     results: dict[str, dict[str, RunResult]] = {}
     for i, sc in enumerate(scenarios):
         # alternate which peer goes first, so slow drift on a noisy machine evens out
@@ -338,6 +400,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[sc.key][peer_cls.name] = res
             print(report.progress_line(sc, res), flush=True)
 
+    search_run = None
+    if searches:
+        from bench.search import run_search
+
+        search_run = run_search(
+            peers,
+            data,
+            qido=any(s.kind == "qido" for s in searches),
+            cfind=any(s.kind == "cfind" for s in searches),
+            repeat=args.search_repeat or (20 if args.quick else 50),
+            extra_args={p.name: shlex.split(getattr(args, f"{p.name}_args", "")) for p in peers},
+            keep=args.keep,
+        )
     output = args.output or (
         OUT_DIR / "RESULTS-quick.md" if args.quick else BENCH_DIR / "RESULTS.md"
     )
@@ -345,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = report.machine_notes(started, time.monotonic() - t_start, command, args, data)
     meta["unavailable"] = unavailable
     md = report.render_markdown(scenarios, results, meta, [p.name for p in peers])
+    search_md = search_report.render_search(search_run, meta) if search_run else None
+    old = output.read_text() if output.exists() else None
+    md = search_report.merge_results(old, md if scenarios else None, search_md)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(md)
     raw = OUT_DIR / ("results-quick.json" if args.quick else "results.json")
@@ -354,12 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "meta": meta,
                 "results": {k: {p: asdict(r) for p, r in v.items()} for k, v in results.items()},
+                "search": asdict(search_run) if search_run else None,
             },
             indent=1,
             default=str,
         )
     )
-    report.print_summary(scenarios, results, [p.name for p in peers])
+    if scenarios:
+        report.print_summary(scenarios, results, [p.name for p in peers])
+    if search_run:
+        search_report.print_search_summary(search_run)
     print(
         f"\nreport: {output.relative_to(REPO_ROOT) if output.is_relative_to(REPO_ROOT) else output}"
     )

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the Makefile targets need on a fresh Debian/Ubuntu machine:
 #   scripts/bootstrap.sh           uv (from PyPI) and the locked environment in .venv
-#   scripts/bootstrap.sh test      ... plus Debian's dcmtk (storescu, findscu, ...)
+#   scripts/bootstrap.sh test      ... plus Debian's dcmtk (storescu, findscu, ...) and
+#                                  chromium (the browser tests drive /usr/bin/chromium
+#                                  with Playwright; no browser is downloaded)
 #   scripts/bootstrap.sh bench     ... plus Debian's orthanc and orthanc-dicomweb
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
@@ -27,6 +29,8 @@ need_apt=()
 mode=${1:-run}
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
     command -v storescu >/dev/null 2>&1 || need_apt+=(dcmtk)
+    [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+    dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
 fi
 if [ "$mode" = bench ]; then
     command -v Orthanc >/dev/null 2>&1 || need_apt+=(orthanc)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from dicomcloud.domain.extended_tags import ExtendedTag
 from dicomcloud.domain.records import InstanceRecord
 from dicomcloud.index import schema
 from dicomcloud.index.engine import async_url
@@ -247,23 +248,47 @@ def shared_databases() -> Iterator[SharedDatabases]:
     databases.drop_all()
 
 
+@asynccontextmanager
+async def empty_index(
+    backend: str,
+    tmp_path: Path,
+    shared_databases: SharedDatabases,
+    extended_tags: Sequence[ExtendedTag] = (),
+) -> AsyncIterator[IndexUnderTest]:
+    """An empty, migrated index on ``backend`` with ``extended_tags`` configured:
+    memory, a new SQLite file, or the session's PostgreSQL / MySQL database emptied."""
+    if backend == "memory":
+        memory = MemoryIndex(extended_tags)
+        try:
+            yield memory
+        finally:
+            await memory.close()
+        return
+    if backend == "sqlite":
+        async with database_url(backend, tmp_path) as url:
+            sql = SqlIndex.from_url(url, extended_tags)
+            try:
+                await sql.migrate()
+                yield sql
+            finally:
+                await sql.close()
+        return
+    sql = SqlIndex.from_url(await shared_databases.url(backend), extended_tags)
+    try:
+        await empty(sql)
+        yield sql
+    finally:
+        await sql.close()
+
+
 @pytest.fixture(params=params(BACKENDS))
 async def index(
     request: pytest.FixtureRequest, tmp_path: Path, shared_databases: SharedDatabases
 ) -> AsyncIterator[IndexUnderTest]:
     """An empty, migrated index on every backend in turn: memory, a new SQLite file, and
     the session's PostgreSQL and MySQL databases emptied before the test."""
-    backend: str = request.param
-    if backend in ("memory", "sqlite"):
-        async with open_index(backend, tmp_path) as opened:
-            yield opened
-        return
-    sql = SqlIndex.from_url(await shared_databases.url(backend))
-    try:
-        await empty(sql)
-        yield sql
-    finally:
-        await sql.close()
+    async with empty_index(request.param, tmp_path, shared_databases) as opened:
+        yield opened
 
 
 @pytest.fixture(params=params(SQL_BACKENDS))

@@ -1,4 +1,5 @@
-"""The ``dicomcloud`` command: serve, import, migrate, check-config."""
+"""The ``dicomcloud`` command: serve, worker, import, migrate, reindex, audit, apikey,
+storage, viewer, check-config."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,7 +22,14 @@ from rich.table import Table
 
 from dicomcloud import __version__
 from dicomcloud.config import Settings, effective_config, load_settings
+from dicomcloud.domain.access import AccessQuery, AccessRecord
 from dicomcloud.errors import ConfigurationError, DicomCloudError, NotDicom
+
+if TYPE_CHECKING:
+    from dicomcloud.security.api_keys import ApiKeyStore
+    from dicomcloud.storage.rotation import RotationSummary
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="dicomcloud",
@@ -70,8 +81,12 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Processes sharing the ports (0: one per core, max 4).")
     ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(help="What this node does: web, dimse, worker (comma-separated; all)."),
+    ] = None,
 ) -> None:
-    """Run DICOMweb and DIMSE in one process."""
+    """Run DICOMweb, DIMSE and the event workers (or the --role ones) in one process."""
     settings = _settings(
         config,
         data_dir=data_dir,
@@ -80,12 +95,44 @@ def serve(
         server__dicom_port=dicom_port,
         server__ae_title=ae_title,
         server__workers=workers,
+        server__roles=role,
     )
     configure_logging(settings.log_level)
     from dicomcloud.server import serve as serve_forever
 
     try:
         serve_forever(settings)
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    consumer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--consumer",
+            help="Also run this consumer, package.module:attribute (repeatable).",
+        ),
+    ] = None,
+    no_metadata: Annotated[
+        bool, typer.Option("--no-metadata", help="Do not run the series metadata builder.")
+    ] = False,
+) -> None:
+    """Run the event consumers (series metadata builder, your own) without serving."""
+    settings = _settings(
+        config, data_dir=data_dir, workers__metadata=False if no_metadata else None
+    )
+    configure_logging(settings.log_level)
+    from dicomcloud.server import run_event_loop, run_workers
+
+    try:
+        run_event_loop(run_workers(settings, consumer or []))
     except DicomCloudError as exc:
         err_console.print(f"[bold red]error:[/] {exc.reason}")
         raise typer.Exit(1) from exc
@@ -111,9 +158,17 @@ def migrate(config: ConfigOption = None, data_dir: DataDirOption = None) -> None
 
 @app.command("check-config")
 def check_config(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
-    """Print the effective configuration (secrets redacted); exit 2 if invalid."""
+    """Print the effective configuration (secrets redacted); exit 2 if invalid, or if
+    ``serve`` would refuse it (a public address without ``auth.mode``)."""
+    from dicomcloud.security.exposure import check_exposure
+
     settings = _settings(config, data_dir=data_dir)
     console.print_json(json.dumps(effective_config(settings), default=str))
+    try:
+        check_exposure(settings)
+    except ConfigurationError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(2) from exc
 
 
 @dataclass
@@ -221,6 +276,302 @@ async def _import(settings: Settings, files: list[Path], jobs: int) -> ImportSum
     return summary
 
 
+@app.command()
+def reindex(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    batch: Annotated[int, typer.Option(min=1, max=5000, help="Instances per batch.")] = 200,
+) -> None:
+    """Fill the search columns (includefield attributes, folded names, extended query
+    tags) of instances stored before they existed or were configured, from the stored
+    files."""
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    try:
+        done, failures = asyncio.run(_reindex(settings, batch))
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1) from exc
+    console.print(f"[green]reindexed {done} instance(s)[/]")
+    for key, reason in failures[:200]:
+        err_console.print(f"[bold red]not reindexed:[/] {key}: {reason}")
+    if failures:
+        raise typer.Exit(1)
+
+
+async def _reindex(settings: Settings, batch: int) -> tuple[int, list[tuple[str, str]]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from dicomcloud.app import open_blobs
+    from dicomcloud.index.engine import create_engine_for
+    from dicomcloud.index.migrate import migrate_engine
+    from dicomcloud.index.sql_index import SqlIndex
+    from dicomcloud.services.reindex import reindex as run_reindex
+
+    engine = create_engine_for(settings.index_url, pool_size=settings.index.pool_size)
+    await migrate_engine(engine)  # the columns to fill come with migrations 0002 and 0004
+    index = SqlIndex(engine, settings.search.extended_tags())
+    blobs = open_blobs(settings, settings.storage_url, fsync=False)
+    try:
+        total = await index.count_all_instances()
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        ) as progress:
+            task = progress.add_task("reindexing", total=total)
+            summary = await run_reindex(
+                index, blobs, batch=batch, progress=lambda n: progress.advance(task, n)
+            )
+    finally:
+        await index.close()
+    return summary.reindexed, summary.failures
+
+
+apikey_app = typer.Typer(
+    help="API keys for machines: create (the key is shown once), list, revoke.",
+    no_args_is_help=True,
+)
+app.add_typer(apikey_app, name="apikey")
+
+
+async def _with_api_keys(settings: Settings, use: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
+    from dicomcloud.index.engine import create_engine_for
+    from dicomcloud.index.migrate import migrate_engine
+    from dicomcloud.index.unit_of_work import runner_for
+    from dicomcloud.security.api_keys import ApiKeyStore
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine_for(settings.index_url, pool_size=1)
+    runner = runner_for(engine)
+    try:
+        await migrate_engine(engine)  # the api_key table comes with migration 0005
+        return await use(ApiKeyStore(runner))
+    finally:
+        await runner.close()
+        await engine.dispose()
+
+
+def _run_api_keys(settings: Settings, use: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(_with_api_keys(settings, use))
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1) from exc
+
+
+@apikey_app.command("create")
+def apikey_create(
+    permissions: Annotated[str, typer.Option(help="Comma-separated: read, write, delete, admin.")],
+    name: Annotated[str, typer.Option(help="What the key is for (shown in list).")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant (default_tenant).")] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create an API key and print it once: only its hash is stored."""
+    from dicomcloud.config import TENANT_PATTERN
+    from dicomcloud.security.principal import Permission
+
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        granted = Permission.parse_list(permissions)
+    except ValueError as exc:
+        err_console.print(f"[bold red]error:[/] --permissions: {exc}")
+        raise typer.Exit(2) from exc
+    tenant_id = tenant or settings.default_tenant
+    if not TENANT_PATTERN.match(tenant_id):
+        err_console.print(f"[bold red]error:[/] --tenant: {tenant_id!r} is not a tenant identifier")
+        raise typer.Exit(2)
+    if not name.strip() or len(name) > 128:
+        err_console.print("[bold red]error:[/] --name: 1-128 characters")
+        raise typer.Exit(2)
+    key, text = _run_api_keys(settings, lambda store: store.create(tenant_id, granted, name))
+    err_console.print(
+        f"API key {key.key_id} for tenant {key.tenant_id}"
+        f" ({', '.join(sorted(p.value for p in key.permissions))}); store it now,"
+        " it cannot be shown again:"
+    )
+    print(text)
+
+
+@apikey_app.command("list")
+def apikey_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List API keys (never their secrets), revoked ones too."""
+    from dicomcloud.security.api_keys import describe
+
+    settings = _settings(config, data_dir=data_dir)
+    rows = describe(_run_api_keys(settings, lambda store: store.list(tenant)))
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="API keys")
+    for column in ("id", "tenant", "name", "permissions", "created", "revoked", "last used"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key_id: Annotated[str, typer.Argument(help="The id shown by create and list.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke an API key: every later request with it is refused (401)."""
+    settings = _settings(config, data_dir=data_dir)
+    if not _run_api_keys(settings, lambda store: store.revoke(key_id)):
+        err_console.print(f"[bold red]error:[/] no API key {key_id!r} that is not yet revoked")
+        raise typer.Exit(1)
+    console.print(f"API key {key_id} revoked")
+
+
+def _since(text: str) -> datetime:
+    """``30m``, ``24h``, ``7d`` ago, or an ISO 8601 date / date-time (UTC by default)."""
+    from dicomcloud.dicomweb.admin import parse_time
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    return parse_time("--since", text)
+
+
+@app.command()
+def audit(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this time: 30m, 24h, 7d, or ISO 8601 (UTC).")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. 'QIDO-RS search', C-STORE.")] = None,
+    principal: Annotated[str | None, typer.Option(help="User, subject or AE title.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most records shown.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, not a table.")] = False,
+) -> None:
+    """Show the access log (audit trail), newest first."""
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        query = AccessQuery(
+            tenant_id=tenant,
+            since=_since(since) if since else None,
+            action=action,
+            principal=principal,
+            limit=limit,
+        )
+        records = asyncio.run(_access_records(settings, query))
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1 if exc.http_status >= 500 else 2) from exc
+    if as_json:
+        for record in records:
+            typer.echo(record.to_json())
+        return
+    table = Table(title=f"Access log: {len(records)} record(s), newest first")
+    for column in ("time (UTC)", "tenant", "principal", "peer", "action", "resource"):
+        table.add_column(column)
+    for column in ("status", "in", "out", "ms"):
+        table.add_column(column, justify="right")
+    for record in records:
+        uids = record.study_uids
+        resource = uids[0] if len(uids) == 1 else (f"{len(uids)} studies" if uids else "")
+        if record.instances > 1:
+            resource = f"{resource} ({record.instances} instances)".strip()
+        status = f"0x{record.status:04X}" if record.protocol == "DIMSE" else str(record.status)
+        table.add_row(
+            record.time.strftime("%Y-%m-%d %H:%M:%S"),
+            record.tenant_id,
+            record.principal,
+            record.peer or "",
+            record.action,
+            resource,
+            status,
+            str(record.bytes_in),
+            str(record.bytes_out),
+            f"{record.duration_ms:.0f}",
+        )
+    console.print(table)
+
+
+async def _access_records(settings: Settings, query: AccessQuery) -> list[AccessRecord]:
+    from dicomcloud.index.access_log import SqlAccessLog
+    from dicomcloud.index.engine import create_engine_for
+    from dicomcloud.index.migrate import migrate_engine
+    from dicomcloud.index.sql_index import SqlIndex
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine_for(settings.index_url, pool_size=2)
+    await migrate_engine(engine)
+    index = SqlIndex(engine)
+    try:
+        return list(await SqlAccessLog(index.runner).search(query))
+    finally:
+        await index.close()
+
+
+viewer_app = typer.Typer(help="The OHIF viewer served at /viewer/.", no_args_is_help=True)
+app.add_typer(viewer_app, name="viewer")
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dicomcloud"
+
+
+@viewer_app.command("install")
+def viewer_install(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="@ohif/viewer version (viewer.version, 4.12.51).")
+    ] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="npm registry (viewer.registry, registry.npmjs.org).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where verified tarballs are kept ($XDG_CACHE_HOME/dicomcloud)."),
+    ] = None,
+    dicomweb: Annotated[
+        str,
+        typer.Option(
+            help="The DICOMweb root the viewer uses, relative to /viewer/ or absolute "
+            "(a tenant's root, or another server's)."
+        ),
+    ] = "../dicom-web",
+) -> None:
+    """Fetch @ohif/viewer from npm, verify its sha512, unpack it into viewer.dir
+    ({data_dir}/viewer) and point it at this server's DICOMweb root."""
+    settings = _settings(
+        config, data_dir=data_dir, viewer__version=version, viewer__registry=registry
+    )
+    from dicomcloud.ui.viewer_bundle import install
+
+    target = settings.viewer_dir
+    try:
+        dist = install(
+            target,
+            version=settings.viewer.version,
+            registry=settings.viewer.registry,
+            cache_dir=cache_dir or _default_cache(),
+            dicomweb=dicomweb,
+        )
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"[green]OHIF viewer {dist.version} installed[/] in {target} "
+        f"(integrity {dist.integrity[:19]}...); served at /viewer/"
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"dicomcloud {__version__}")
@@ -234,6 +585,70 @@ def _main(
     ] = False,
 ) -> None:
     """dicomcloud: receive, keep, search and serve medical images."""
+
+
+storage_app = typer.Typer(help="Stored objects: encryption keys.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("rotate-keys")
+def rotate_keys(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Re-encrypt every stored object (instances and metadata) not under
+    storage.encryption.active_key_id; objects stored before encryption was enabled are
+    encrypted.  Safe to interrupt and run again."""
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    if not settings.storage.encryption.enabled:
+        err_console.print(
+            "[bold red]error:[/] encryption is not enabled "
+            "(set storage.encryption.active_key_id and keys)"
+        )
+        raise typer.Exit(2)
+    try:
+        summary = asyncio.run(_rotate(settings))
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"[green]re-encrypted {summary.rotated} object(s)[/] with key "
+        f"{settings.storage.encryption.active_key_id!r}; {summary.current} already were"
+    )
+    for key, reason in summary.failures[:200]:
+        err_console.print(f"[bold red]not re-encrypted:[/] {key}: {reason}")
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+async def _rotate(settings: Settings) -> RotationSummary:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from dicomcloud.config import redact_url
+    from dicomcloud.storage import EncryptedBlobStore, FilesystemBlobStore, open_blob_store
+    from dicomcloud.storage.rotation import RotationSummary, rotate_keys
+
+    total = RotationSummary()
+    encryption = settings.storage.encryption
+    for url in (settings.storage_url, settings.metadata_url):
+        store = open_blob_store(url, fsync=settings.storage.fsync, encryption=encryption)
+        assert isinstance(store, EncryptedBlobStore)
+        inner = store.inner
+        if not isinstance(inner, FilesystemBlobStore):
+            raise ConfigurationError(
+                f"rotate-keys lists the objects of file:// stores only, not {redact_url(url)}"
+            )
+        keys = list(inner.iter_keys())
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+        ) as progress:
+            task = progress.add_task("re-encrypting", total=len(keys))
+            summary = await rotate_keys(store, keys, progress=partial(progress.advance, task))
+        total.rotated += summary.rotated
+        total.current += summary.current
+        total.failures += summary.failures
+    return total
 
 
 def main() -> None:

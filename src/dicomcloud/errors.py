@@ -115,3 +115,20 @@ class StorageUnavailable(OutOfResources):
 
 class IndexUnavailable(OutOfResources):
     """The index database failed or could not be reached."""
+
+
+class CacheUnavailable(DicomCloudError):
+    """The cache failed or could not be reached; callers fall through to the source
+    (``dicomcloud.cache.FailSafeCache``), so no request ever reports it."""
+
+
+# --- stored objects -------------------------------------------------------------------
+
+
+class StoredObjectUnreadable(DicomCloudError):
+    """A stored object cannot be returned as it was stored: its encryption key is not
+    configured, or it fails its integrity check (modified, truncated, wrong key).
+    Nothing of it is served."""
+
+    http_status = 500
+    dimse_status = 0x0110

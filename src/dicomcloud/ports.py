@@ -1,16 +1,19 @@
 """What the services need from the outside world (typing.Protocol ports).
 
 Adapters implement these: ``index`` (SQLite, PostgreSQL, MySQL via SQLAlchemy Core, and
-an in-memory reference), ``storage`` (filesystem), ``events`` (in-process).  Services
-depend only on this module and on ``domain``.
+an in-memory reference), ``storage`` (filesystem, S3), ``events`` (in-process, Redis
+Streams, Kafka), ``cache`` (memory, Redis).  Services depend only on this module and on
+``domain``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
+from dicomcloud.domain.access import AccessQuery, AccessRecord
 from dicomcloud.domain.events import StoredEvent
 from dicomcloud.domain.query import Query
 from dicomcloud.domain.records import (
@@ -19,7 +22,12 @@ from dicomcloud.domain.records import (
     InstanceRecord,
     StoreOutcome,
 )
-from dicomcloud.domain.results import InstanceResult, SeriesResult, StudyResult
+from dicomcloud.domain.results import (
+    InstanceResult,
+    PatientResult,
+    SeriesResult,
+    StudyResult,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,16 @@ class OutboxMessage:
     payload: str
 
 
+@dataclass(frozen=True, slots=True)
+class LevelCounts:
+    """How many studies, series and instances a tenant has (the study browser shows
+    them)."""
+
+    studies: int
+    series: int
+    instances: int
+
+
 class Index(Protocol):
     """The relational index of patients, studies, series and instances."""
 
@@ -59,6 +77,30 @@ class Index(Protocol):
 
     async def get_instance(self, tenant_id: str, sop_instance_uid: str) -> InstanceRecord | None:
         """The indexed instance with this SOP Instance UID, if any."""
+        ...
+
+    async def count_levels(self, tenant_id: str) -> LevelCounts:
+        """How many studies, series and instances ``tenant_id`` has."""
+        ...
+
+    async def search_patients(self, tenant_id: str, query: Query) -> list[PatientResult]:
+        """The tenant's patients matching a PATIENT-level ``query`` (PS3.4 C.6.1.1.2),
+        with NumberOfPatientRelatedStudies, -Series and -Instances.
+
+        Order: PatientID (code points); ``query.offset`` and ``query.limit`` page through
+        that order.
+        """
+        ...
+
+    async def list_instances(
+        self,
+        tenant_id: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+    ) -> list[InstanceRecord]:
+        """Every instance of a study (or of one of its series), in series,
+        InstanceNumber (absent last), SOP Instance UID order: what retrieve and metadata
+        read, one statement on the instance table alone."""
         ...
 
     async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
@@ -125,6 +167,15 @@ class BlobStore(Protocol):
         """The object in chunks, without holding it whole in memory."""
         ...
 
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of the object from ``offset`` (fewer at its end), for frames
+        and bulk data served without reading the whole object; ``NotFound`` if absent."""
+        ...
+
+    async def size(self, key: str) -> int:
+        """The object's size in bytes; ``NotFound`` if absent."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove the object if present."""
         ...
@@ -136,9 +187,133 @@ class BlobStore(Protocol):
         ...
 
 
-class EventBus(Protocol):
-    """Where committed events are published for workers and other consumers."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message handed to a consumer (see docs/events.md).
 
-    async def publish(self, topic: str, key: str, payload: str) -> None: ...
+    ``attempt`` counts deliveries to the consumer group, this one included: above 1 the
+    message was delivered before and not acknowledged (a failed or crashed handler).
+    ``headers`` carry the dead-letter details (``error``, ``group``, ``attempts``,
+    ``topic``) on a ``<topic>.dlq`` message; ordinary events have none.
+    """
+
+    topic: str
+    key: str
+    payload: str
+    id: str
+    attempt: int = 1
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: A consumer: returning acknowledges the message, raising asks for a redelivery.
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failing handler is retried before its message goes to ``<topic>.dlq``."""
+
+    max_attempts: int = 5
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (exponential)."""
+        return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
+
+
+class Subscription(Protocol):
+    """A running consumer of one group; ``stop`` leaves unacknowledged messages to
+    be redelivered (to another consumer of the group, or to the next start)."""
+
+    async def stop(self) -> None: ...
+
+
+class EventBus(Protocol):
+    """Where committed events are published, and consumed by consumer groups.
+
+    Delivery is at least once: a message is acknowledged only after its handler
+    returned, so handlers must be idempotent.  Every group gets every message of the
+    topic; within a group each message goes to one consumer.
+    """
+
+    async def publish(
+        self, topic: str, key: str, payload: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Hand one message to the bus; return once the bus holds it durably (raise
+        otherwise, and the outbox keeps it).  Messages of one ``key`` stay in order."""
+        ...
+
+    async def publish_many(self, messages: Sequence[tuple[str, str, str]]) -> None:
+        """Publish ``(topic, key, payload)`` messages in order, in as few round trips
+        as the bus allows; return once the bus holds all of them (raise otherwise:
+        some may have been published, and will be again)."""
+        ...
+
+    async def consume(
+        self,
+        topic: str,
+        group: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 1,
+    ) -> Subscription:
+        """Start a consumer of ``group`` on ``topic``.  A failing handler is retried
+        with backoff; after ``retry.max_attempts`` the message goes to ``<topic>.dlq``
+        with the error, and is acknowledged.  ``concurrency`` > 1 handles that many
+        messages at once (then messages of one key may be handled out of order)."""
+        ...
 
     async def close(self) -> None: ...
+
+
+class Cache(Protocol):
+    """A key-value cache with per-entry TTL (``memory://``, ``redis://``).
+
+    Every operation may raise ``CacheUnavailable``; the archive uses caches only
+    through ``dicomcloud.cache.FailSafeCache``, which turns that into a miss.
+    """
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or None if absent or expired.  A counter reads as its decimal
+        digits."""
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``get`` of each key, in one round trip."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Keep ``value`` for ``ttl`` seconds (a bounded cache may drop it earlier)."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def incr(self, key: str) -> int:
+        """Add one to the counter ``key`` (created at 0, never expires); its new value."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``CacheUnavailable`` unless the cache answers."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AccessLogStore(Protocol):
+    """Where access records are kept for administrators (the audit trail)."""
+
+    async def append(self, records: Sequence[AccessRecord]) -> None:
+        """Keep every record, in ONE transaction; appending a record again (same
+        tenant and event id, after a retried commit) keeps it once."""
+        ...
+
+    async def search(self, query: AccessQuery) -> list[AccessRecord]:
+        """The records matching ``query``, by time (newest first unless told), then
+        event id; ``query.offset`` and ``query.limit`` page through that order."""
+        ...
+
+    async def purge(self, before: datetime) -> int:
+        """Delete the records older than ``before``; return how many."""
+        ...

@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -26,6 +26,9 @@ from dicomcloud.app import Archive, sweep_temporary_files
 from dicomcloud.config import Settings, redact_url
 from dicomcloud.dicomweb.app import create_app
 from dicomcloud.dimse.server import DimseServer
+from dicomcloud.errors import ConfigurationError
+from dicomcloud.security.exposure import check_exposure
+from dicomcloud.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +91,22 @@ def reuse_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
 async def run(settings: Settings, *, migrate: bool = True, primary: bool = True) -> None:
     """Serve until interrupted (SIGINT / SIGTERM), then stop cleanly."""
     archive = await Archive.open(settings, migrate=migrate)
-    await archive.start(relay=primary)
+    roles = set(settings.server.roles)
+    await archive.start(relay=primary, workers="worker" in roles and settings.workers.in_process)
     dimse = DimseServer(
         settings,
         archive.ingest,
         asyncio.get_running_loop(),
-        tenant_id=settings.default_tenant,
         query=archive.query,
+        blobs=archive.blobs,
         reuse_port=not primary or worker_count(settings) > 1,
+        access=archive.access,
     )
     http_socket: socket.socket | None = None
     try:
-        dimse.start()
-        web = create_app(archive)
+        if "dimse" in roles:
+            dimse.start()
+        web = create_app(archive, probes_only="web" not in roles)
         config = uvicorn.Config(
             web,
             host=settings.server.host,
@@ -110,6 +116,11 @@ async def run(settings: Settings, *, migrate: bool = True, primary: bool = True)
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
+        scheme = "http"
+        if settings.server.tls.enabled:
+            config.load()
+            config.ssl = server_context(settings.server.tls, "server.tls")
+            scheme = "https"
         server = _GracefulServer(config)
         sockets = None
         if worker_count(settings) > 1:
@@ -117,14 +128,25 @@ async def run(settings: Settings, *, migrate: bool = True, primary: bool = True)
                 settings.server.host, settings.server.http_port, listen=True
             )
             sockets = [http_socket]
+        dicom = (
+            "DICOM {} on port {}{}".format(
+                ", ".join(sorted({t.called_ae_title for t in settings.dimse.tenants}))
+                or settings.server.ae_title,
+                dimse.port,
+                " (TLS)" if settings.dimse.tls.enabled else "",
+            )
+            if "dimse" in roles
+            else "no DICOM port"
+        )
         log.info(
-            "dicomcloud %s: DICOMweb on http://%s:%d/dicom-web, DICOM %s on port %d, "
-            "index %s, storage %s",
+            "dicomcloud %s (%s): %s on %s://%s:%d, %s, index %s, storage %s",
             f"worker {os.getpid()}",
+            ",".join(settings.server.roles),
+            "DICOMweb" if "web" in roles else "health probes",
+            scheme,
             settings.server.host,
             settings.server.http_port,
-            settings.server.ae_title,
-            dimse.port,
+            dicom,
             redact_url(settings.index_url),
             redact_url(settings.storage_url),
         )
@@ -134,6 +156,33 @@ async def run(settings: Settings, *, migrate: bool = True, primary: bool = True)
         await archive.stop()
         if http_socket is not None:
             http_socket.close()
+
+
+async def run_workers(settings: Settings, consumers: Sequence[str] = ()) -> None:
+    """``dicomcloud worker``: consume events until SIGINT / SIGTERM, then stop the
+    consumers (an unfinished message is left unacknowledged, for redelivery)."""
+    if settings.events.url.startswith("memory:"):
+        raise ConfigurationError(
+            "dicomcloud worker needs a bus shared with dicomcloud serve: set events.url to "
+            "redis://... or kafka://... (memory:// events stay inside the serve process)"
+        )
+    archive = await Archive.open(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await archive.start_workers(consumers)
+        log.info(
+            "dicomcloud worker %d: consuming events of %s",
+            os.getpid(),
+            redact_url(settings.events.url),
+        )
+        await stopping.wait()
+    finally:
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        await archive.stop()
 
 
 def _worker_main(settings_data: dict[str, Any], primary: bool, log_level: str) -> None:
@@ -147,6 +196,7 @@ def _worker_main(settings_data: dict[str, Any], primary: bool, log_level: str) -
 
 def serve(settings: Settings) -> None:
     """Run ``dicomcloud serve`` with ``server.workers`` processes."""
+    check_exposure(settings)
     workers = worker_count(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sweep_temporary_files(settings)
@@ -162,6 +212,11 @@ def serve(settings: Settings) -> None:
     http_reserved = reuse_port_socket(host, settings.server.http_port, listen=False)
     dicom_reserved = reuse_port_socket(host, settings.server.dicom_port, listen=False)
     data = settings.model_dump(mode="json")
+    # JSON mode masks secrets ("**********"); the workers need the real keys.
+    data["storage"]["encryption"]["keys"] = {
+        key_id: secret.get_secret_value()
+        for key_id, secret in settings.storage.encryption.keys.items()
+    }
     data["server"]["http_port"] = http_reserved.getsockname()[1]
     data["server"]["dicom_port"] = dicom_reserved.getsockname()[1]
     context = multiprocessing.get_context("spawn")

@@ -13,7 +13,7 @@ from backends import IndexUnderTest as Index
 from dicomcloud.domain.events import StoredEvent
 from dicomcloud.domain.records import DuplicatePolicy, StoreOutcome
 from dicomcloud.errors import IdentityConflict
-from dicomcloud.ports import InstanceWrite
+from dicomcloud.ports import InstanceWrite, LevelCounts
 
 from .records import FULL_INSTANCE, SERIES, STUDY, sop_uid, write
 
@@ -323,3 +323,22 @@ async def test_concurrent_stores_of_one_sop_store_it_once(index: Index) -> None:
     assert got is not None and got.rows == winner
     assert await index.count_instances("t1") == 7
     assert len(await index.fetch_outbox(100)) == 7
+
+
+async def test_count_levels_counts_each_tenants_studies_series_and_instances(
+    index: Index,
+) -> None:
+    other_study, other_series = f"{STUDY}.9", f"{SERIES}.9"
+    await index.store_instances(
+        [
+            write(sop_uid(1)),
+            write(sop_uid(2)),
+            write(sop_uid(3), series=f"{SERIES}.2"),
+            write(sop_uid(4), study=other_study, series=other_series),
+            write(sop_uid(5), tenant="t2"),
+        ]
+    )
+
+    assert await index.count_levels("t1") == LevelCounts(studies=2, series=3, instances=4)
+    assert await index.count_levels("t2") == LevelCounts(studies=1, series=1, instances=1)
+    assert await index.count_levels("t3") == LevelCounts(studies=0, series=0, instances=0)

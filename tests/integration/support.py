@@ -32,6 +32,9 @@ from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 
 STOW_CONTENT_TYPE = 'multipart/related; type="application/dicom"; boundary={boundary}'
+#: Accept of a WADO-RS request for the instances as stored (PS3.18 8.7.3.5.2: "*");
+#: without a transfer-syntax the archive sends Explicit VR Little Endian (8.7.3.4).
+AS_STORED = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 
 #: PS3.18 F.2 tags of the Store Instances Response Module (PS3.18 10.5.3).
 FAILED_SOP_SEQUENCE = "00081198"
@@ -352,3 +355,25 @@ class StoreSCU:
     def __exit__(self, *exc: object) -> None:
         if self.assoc.is_established:
             self.release()
+
+
+def two_studies() -> tuple[list[bytes], str, str, str]:
+    """The search fixture of QIDO-RS and C-FIND tests (so that both are asked the same
+    questions of the same data): study ``first`` with two instances (InstanceNumber 1
+    and 2) in ``series`` and one in another series; study ``second`` of patient PAT-2,
+    ``Yamada^Tarou=山田^太郎`` in UTF-8, MR, 20250101.  Returns the Part-10 files and
+    the UIDs ``first``, ``second``, ``series``."""
+    first, second, series = generate_uid(), generate_uid(), generate_uid()
+    parts = []
+    for number in (1, 2):
+        ds = new_dataset(study=first, series=series)
+        ds.InstanceNumber = number
+        parts.append(part10(ds))
+    parts.append(part10(new_dataset(study=first)))
+    ds = new_dataset(study=second, patient_id="PAT-2")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Yamada^Tarou=山田^太郎"
+    ds.StudyDate = "20250101"
+    ds.Modality = "MR"
+    parts.append(part10(ds))
+    return parts, first, second, series

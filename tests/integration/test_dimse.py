@@ -191,3 +191,28 @@ async def test_concurrent_associations_all_land(dimse: LocalDimse, tmp_path: Pat
     for instance in instances:
         stored = await dimse.local.retrieve_bytes(instance.path)
         assert dataset_bytes(stored) == dataset_bytes(instance.data)
+
+
+async def test_c_store_storage_failure_is_out_of_resources_and_indexes_nothing(
+    dimse: LocalDimse, tmp_path: Path
+) -> None:
+    """The blob is written in the association's thread (not on the event loop): a
+    storage failure there must still come back as 0xA700 with a reason (PS3.4 B.2.3)."""
+    instance = new_instance()
+    path = tmp_path / "one.dcm"
+    path.write_bytes(instance.data)
+    tenant = dimse.local.archive.settings.default_tenant
+    dimse.local.blobs_root.mkdir(parents=True, exist_ok=True)
+    # A file where the tenant's directory must go: every write under it fails.
+    (dimse.local.blobs_root / tenant).write_bytes(b"not a directory")
+
+    response = await asyncio.to_thread(store_one, dimse.port, path)
+
+    assert response.status == 0xA700
+    assert response.error_comment
+    assert not await dimse.local.indexed(instance.sop)
+
+    # The association thread is still serving: once storage works, the resend lands.
+    (dimse.local.blobs_root / tenant).unlink()
+    assert (await asyncio.to_thread(store_one, dimse.port, path)).status == STATUS_SUCCESS
+    assert await dimse.local.indexed(instance.sop)

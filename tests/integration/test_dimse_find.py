@@ -4,23 +4,30 @@ QIDO-RS for the same query, non-ASCII names, ranges, failures and C-CANCEL."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from conftest import LocalArchive, LocalDimse
 from dicomcloud.dimse.find import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from dicomcloud.dimse.server import DimseServer
-from integration.support import new_dataset, part10
+from dicomcloud.dimse.tenancy import AssociationTenant, set_association_tenant
+from integration.support import two_studies
 
 pytestmark = pytest.mark.timeout(60)
 
 PENDING, SUCCESS, CANCEL, FAILURE = 0xFF00, 0x0000, 0xFE00, 0xC000
+CT_SMALL = Path(str(get_testdata_file("CT_small.dcm")))
+CT_SMALL_BYTES = CT_SMALL.read_bytes()
 
 
 def c_find(
@@ -64,19 +71,7 @@ async def failure(dimse: LocalDimse, ds: Dataset, model: str = STUDY_ROOT_FIND) 
 
 
 async def stow(local: LocalArchive) -> tuple[str, str, str]:
-    first, second, series = generate_uid(), generate_uid(), generate_uid()
-    parts = []
-    for number in (1, 2):
-        ds = new_dataset(study=first, series=series)
-        ds.InstanceNumber = number
-        parts.append(part10(ds))
-    parts.append(part10(new_dataset(study=first)))
-    ds = new_dataset(study=second, patient_id="PAT-2")
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.PatientName = "Yamada^Tarou=山田^太郎"
-    ds.StudyDate = "20250101"
-    ds.Modality = "MR"
-    parts.append(part10(ds))
+    parts, first, second, series = two_studies()
     response = await local.stow(parts)
     assert response.status_code == 200, response.text
     return first, second, series
@@ -266,10 +261,12 @@ async def test_cancel_stops_the_pending_responses(dimse: LocalDimse) -> None:
         archive.settings,
         archive.ingest,
         asyncio.get_running_loop(),
-        tenant_id=archive.settings.default_tenant,
         query=archive.query,
     )
+    assoc = SimpleNamespace()
+    set_association_tenant(assoc, AssociationTenant(archive.settings.default_tenant, "ANY"))
     event = SimpleNamespace(
+        assoc=assoc,
         request=SimpleNamespace(AffectedSOPClassUID=STUDY_ROOT_FIND),
         identifier=identifier("STUDY", StudyInstanceUID=""),
         is_cancelled=False,
@@ -285,15 +282,151 @@ async def test_cancel_stops_the_pending_responses(dimse: LocalDimse) -> None:
     assert await asyncio.to_thread(run) == [PENDING, CANCEL]
 
 
-async def test_return_keys_the_archive_does_not_keep_are_left_out(dimse: LocalDimse) -> None:
-    """SCUs often ask for more than an archive indexes; they still get their matches."""
+async def test_return_keys_the_archive_does_not_keep_come_back_empty(dimse: LocalDimse) -> None:
+    """SCUs often ask for more than an archive has; they still get their matches, with
+    every requested key (zero length when there is no value, PS3.4 C.4.1.1.3.2)."""
     study, _series, _sop = await stow(dimse.local)
     ds = identifier("STUDY", StudyInstanceUID=study, PatientName="")
     ds.add_new(0x00091010, "LO", "")  # a private return key
-    ds.add_new(0x00081032, "SQ", [])  # ProcedureCodeSequence, not indexed
+    ds.add_new(0x00081032, "SQ", [])  # ProcedureCodeSequence, not in these objects
 
     found = await find(dimse, ds)
 
     assert [item.StudyInstanceUID for item in found] == [study]
-    assert 0x00091010 not in found[0]
-    assert "ProcedureCodeSequence" not in found[0]
+    assert found[0][0x00091010].is_empty
+    assert found[0].ProcedureCodeSequence == []
+
+
+async def test_return_keys_come_from_the_stored_attributes(dimse: LocalDimse) -> None:
+    """Attributes that are not matching keys (Manufacturer, a private tag, a sequence)
+    are answered from the attributes the index keeps per level, not from the files."""
+    source = dcmread(CT_SMALL)
+    response = await dimse.local.stow([CT_SMALL_BYTES])
+    assert response.status_code == 200, response.text
+    shutil.rmtree(dimse.local.blobs_root)
+    series = identifier("SERIES", SeriesInstanceUID="", Manufacturer="", InstitutionName="")
+    image = identifier("IMAGE", SOPInstanceUID=source.SOPInstanceUID, SliceThickness="")
+    image.add_new(0x00091027, "SL", None)  # private: GEMS "Image actual date"
+    image.add_new(0x00101002, "SQ", [])  # OtherPatientIDsSequence (patient level)
+
+    (found_series,) = await find(dimse, series)
+    (found_image,) = await find(dimse, image)
+
+    assert found_series.Manufacturer == source.Manufacturer
+    assert found_series.InstitutionName == source.InstitutionName
+    assert found_image.SliceThickness == source.SliceThickness
+    assert found_image[0x00091027].value == source[0x00091027].value
+    assert [item.PatientID for item in found_image.OtherPatientIDsSequence] == [
+        item.PatientID for item in source.OtherPatientIDsSequence
+    ]
+
+
+async def test_patient_level_with_related_counts(dimse: LocalDimse) -> None:
+    """Patient Root at the PATIENT level (PS3.4 C.6.1.1.2): one response per patient,
+    with the patient attributes and NumberOfPatientRelated* (PS3.4 C.3.2)."""
+    await stow(dimse.local)
+    ds = identifier(
+        "PATIENT",
+        PatientID="",
+        PatientName="",
+        NumberOfPatientRelatedStudies="",
+        NumberOfPatientRelatedSeries="",
+        NumberOfPatientRelatedInstances="",
+    )
+
+    found = await find(dimse, ds, PATIENT_ROOT_FIND)
+
+    assert [(p.PatientID, str(p.PatientName)) for p in found] == [
+        ("PAT-1", "Test^Patient"),
+        ("PAT-2", "Yamada^Tarou=山田^太郎"),
+    ]
+    assert all(p.QueryRetrieveLevel == "PATIENT" for p in found)
+    counts = [
+        (
+            p.NumberOfPatientRelatedStudies,
+            p.NumberOfPatientRelatedSeries,
+            p.NumberOfPatientRelatedInstances,
+        )
+        for p in found
+    ]
+    assert counts == [(1, 2, 3), (1, 1, 1)]
+    assert found[1].SpecificCharacterSet == "ISO_IR 192"
+
+
+async def test_patient_level_matching(dimse: LocalDimse) -> None:
+    await stow(dimse.local)
+
+    (found,) = await find(
+        dimse, identifier("PATIENT", PatientName="山田*", PatientID=""), PATIENT_ROOT_FIND
+    )
+    (other,) = await find(
+        dimse, identifier("PATIENT", PatientName="Test^*", PatientID=""), PATIENT_ROOT_FIND
+    )
+    lower = identifier("PATIENT", PatientName="test^*", PatientID="")
+
+    assert found.PatientID == "PAT-2"
+    assert "NumberOfPatientRelatedStudies" not in found
+    assert other.PatientID == "PAT-1"
+    assert await find(dimse, lower, PATIENT_ROOT_FIND) == []  # case-sensitive unless fuzzy
+
+
+@pytest.mark.parametrize(
+    ("keys", "model", "named"),
+    [
+        ({"StudyInstanceUID": ""}, PATIENT_ROOT_FIND, "StudyInstanceUID"),
+        ({"StudyDate": "20240102"}, PATIENT_ROOT_FIND, "StudyDate"),
+        ({"PatientID": ""}, STUDY_ROOT_FIND, "QueryRetrieveLevel"),
+    ],
+)
+async def test_patient_level_refuses_lower_keys_and_the_study_root(
+    dimse: LocalDimse, keys: dict[str, str], model: str, named: str
+) -> None:
+    status = await failure(dimse, identifier("PATIENT", **keys), model)
+
+    assert status.Status == FAILURE
+    assert named in status.ErrorComment
+
+
+def c_find_fuzzy(
+    port: int, ds: Dataset, options: bytes
+) -> tuple[bytes | None, list[tuple[Dataset, Dataset | None]]]:
+    """One C-FIND on an association proposing the FIND extended negotiation
+    ``options`` (PS3.4 C.5.1.1.1): the SCP's reply to them, and every response."""
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+
+    ae = AE(ae_title="TESTSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(STUDY_ROOT_FIND, ExplicitVRLittleEndian)
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid = STUDY_ROOT_FIND
+    item.service_class_application_information = options
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMCLOUD", ext_neg=[item])
+    assert assoc.is_established
+    try:
+        replies = {
+            str(i.sop_class_uid): i.service_class_application_information
+            for i in assoc.acceptor.user_information
+            if isinstance(i, SOPClassExtendedNegotiation)
+        }
+        return replies.get(STUDY_ROOT_FIND), list(assoc.send_c_find(ds, STUDY_ROOT_FIND))
+    finally:
+        assoc.release()
+
+
+async def test_fuzzy_matching_when_negotiated(dimse: LocalDimse) -> None:
+    """Fuzzy semantic matching of person names (PS3.4 C.2.2.2.1.1) applies on the
+    associations that negotiated it (byte 3 of the FIND extended negotiation), and
+    only there; combined date-time matching is always accepted, relational queries
+    and timezone adjustment never."""
+    await stow(dimse.local)
+    lower = identifier("STUDY", PatientName="test^*", StudyInstanceUID="")
+
+    reply, responses = await asyncio.to_thread(c_find_fuzzy, dimse.port, lower, bytes([1, 1, 1, 1]))
+    plain_reply, plain = await asyncio.to_thread(c_find_fuzzy, dimse.port, lower, bytes([0, 1, 0]))
+
+    assert reply == bytes([0, 1, 1, 0])
+    *pending, (final, _) = responses
+    assert final.Status == SUCCESS
+    assert {str(found.PatientName) for _, found in pending if found} == {"Test^Patient"}
+    assert plain_reply == bytes([0, 1, 0])
+    assert [status.Status for status, _ in plain] == [SUCCESS]  # case-sensitive

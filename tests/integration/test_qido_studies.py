@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydicom.uid import generate_uid
-
 from conftest import LocalArchive
-from integration.support import new_dataset, part10
+from integration.support import two_studies
 
 BASE = "http://testserver/dicom-web"
 
 
 async def stow_two_studies(local: LocalArchive) -> tuple[str, str]:
-    first, second = generate_uid(), generate_uid()
-    series = generate_uid()
-    parts = [part10(new_dataset(study=first, series=series)) for _ in range(2)]
-    parts.append(part10(new_dataset(study=first)))
-    ds = new_dataset(study=second, patient_id="PAT-2")
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.PatientName = "Yamada^Tarou=山田^太郎"
-    ds.StudyDate = "20250101"
-    ds.Modality = "MR"
-    parts.append(part10(ds))
+    parts, first, second, _ = two_studies()
     response = await local.stow(parts)
     assert response.status_code == 200, response.text
     return first, second

@@ -279,15 +279,23 @@ async def test_streamed_request_over_the_limit_is_413(make_archive: ArchiveFacto
     await assert_still_serving(local)
 
 
-async def test_part_over_the_instance_limit_is_413(make_archive: ArchiveFactory) -> None:
+async def test_part_over_the_instance_limit_fails_alone_with_a700(
+    make_archive: ArchiveFactory,
+) -> None:
+    """The too-large part is reported in FailedSOPSequence (0xA700, Out of Resources);
+    the parts around it are stored."""
     local = await make_archive(ingest__max_instance_bytes=4096)
-    big = new_instance(pixels=8192)
+    before, big, after = new_instance(), new_instance(pixels=8192), new_instance()
 
-    response = await local.stow([big.data])
+    response = await local.stow([before.data, big.data, after.data])
 
-    assert response.status_code == 413
-    assert_request_error(response.json(), "4096")
-    assert local.files() == set()
+    assert response.status_code == 202, response.text
+    assert failure_reasons(response.json()) == [0xA700]
+    assert sorted(sop_uids(referenced_items(response.json()))) == sorted([before.sop, after.sop])
+    assert "max_instance_bytes" in response.headers["warning"]
+    assert "4096" in response.headers["warning"]
+    assert not await local.indexed(big.sop)
+    assert len(local.files()) == 2
     await assert_still_serving(local)
 
 

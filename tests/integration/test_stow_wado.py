@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from pydicom import dcmread
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from conftest import ArchiveFactory, LocalArchive
 from integration.support import (
+    AS_STORED,
     RETRIEVE_URL,
     dataset_bytes,
     failed_items,
@@ -52,7 +56,7 @@ async def test_wado_response_names_the_transfer_syntax_and_length(local: LocalAr
     instance = new_instance(ExplicitVRBigEndian)
     await local.stow([instance.data])
 
-    response = await local.retrieve(instance.path)
+    response = await local.retrieve(instance.path, **AS_STORED)
 
     assert response.status_code == 200
     content_type = response.headers["content-type"]
@@ -119,23 +123,35 @@ async def test_a_file_without_preamble_keeps_its_dataset(local: LocalArchive) ->
 
 
 @pytest.mark.parametrize(
-    ("accept", "status"),
+    ("accept", "syntax"),
     [
-        ('multipart/related; type="application/dicom"', 200),
-        ('multipart/related; type="application/dicom"; transfer-syntax=*', 200),
-        (f"{DICOM_PARTS}; transfer-syntax={ImplicitVRLittleEndian}", 200),
-        (f"{DICOM_PARTS}; transfer-syntax={ExplicitVRLittleEndian}", 406),
-        ("*/*", 200),
-        ("application/dicom+json", 406),
+        # No transfer-syntax: the DICOMweb default, Explicit VR Little Endian (PS3.18 8.7.3.4).
+        ('multipart/related; type="application/dicom"', ExplicitVRLittleEndian),
+        ("*/*", ExplicitVRLittleEndian),
+        # "*": as stored (PS3.18 8.7.3.5.2); a named syntax: that one.
+        ('multipart/related; type="application/dicom"; transfer-syntax=*', "stored"),
+        (f"{DICOM_PARTS}; transfer-syntax={ImplicitVRLittleEndian}", "stored"),
+        (f"{DICOM_PARTS}; transfer-syntax={ExplicitVRLittleEndian}", ExplicitVRLittleEndian),
+        ("application/dicom+json", None),
     ],
 )
-async def test_wado_content_negotiation(local: LocalArchive, accept: str, status: int) -> None:
+async def test_wado_content_negotiation(
+    local: LocalArchive, accept: str, syntax: str | None
+) -> None:
     instance = new_instance(ImplicitVRLittleEndian)
     await local.stow([instance.data])
 
     response = await local.retrieve(instance.path, accept=accept)
 
-    assert response.status_code == status, response.text
-    if status == 200:
-        (part,) = split_multipart(response.content, response.headers["content-type"])
+    if syntax is None:
+        assert response.status_code == 406, response.text
+        return
+    assert response.status_code == 200, response.text
+    (part,) = split_multipart(response.content, response.headers["content-type"])
+    if syntax == "stored":
         assert part.data == instance.data
+        return
+    assert part.headers["content-type"] == f"application/dicom; transfer-syntax={syntax}"
+    received = dcmread(io.BytesIO(part.data))
+    assert received.file_meta.TransferSyntaxUID == syntax
+    assert received == dcmread(io.BytesIO(instance.data))

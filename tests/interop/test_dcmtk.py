@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from conftest import RealServer, require_tool
 from integration.support import (
+    AS_STORED,
     dataset_bytes,
     file_meta,
     new_instance,
@@ -172,7 +173,8 @@ def test_storescu_folder_round_trip(server: RealServer, tmp_path: Path) -> None:
         for sop, path in sent.items():
             ds = _read(path)
             response = http.get(
-                f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{sop}"
+                f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{sop}",
+                headers=AS_STORED,
             )
             assert response.status_code == 200, (path.name, response.text)
             (part,) = split_multipart(response.content, response.headers["content-type"])

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 
 from conftest import RealServer
 from integration.support import (
+    AS_STORED,
     STATUS_CANNOT_UNDERSTAND,
     failure_reasons,
     multipart_related,
@@ -38,7 +39,7 @@ def raw_instance(server: RealServer, ds: Dataset) -> bytes:
         f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/"
         f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
-    response = httpx.get(url, timeout=30)
+    response = httpx.get(url, headers=AS_STORED, timeout=30)
     assert response.status_code == 200, response.text
     (part,) = split_multipart(response.content, response.headers["content-type"])
     return part.data
@@ -135,7 +136,7 @@ async def test_concurrent_stow_clients_all_land(server: RealServer, tmp_path: Pa
                 stow = await http.post(
                     "/studies", content=body, headers={"Content-Type": content_type}
                 )
-                wado = await http.get(instance.path)
+                wado = await http.get(instance.path, headers=AS_STORED)
                 parts = split_multipart(wado.content, wado.headers["content-type"])
                 results.append((stow.status_code, wado.status_code))
                 assert parts[0].data == instance.data

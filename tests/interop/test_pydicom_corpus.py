@@ -35,6 +35,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from conftest import RealServer, running_server
 from integration.support import (
+    AS_STORED,
     RETRIEVE_URL,
     STATUS_CANNOT_UNDERSTAND,
     WARNING_REASON,
@@ -172,7 +173,7 @@ def stow(http: httpx.Client, data: bytes) -> httpx.Response:
 
 def retrieve(http: httpx.Client, url: str) -> tuple[str, bytes]:
     """The part Content-Type and bytes of a WADO-RS instance response."""
-    response = http.get(url)
+    response = http.get(url, headers=AS_STORED)
     assert response.status_code == 200, response.text
     parts = split_multipart(response.content, response.headers["content-type"])
     assert len(parts) == 1

@@ -12,6 +12,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from conftest import RealServer
 from integration.support import (
+    AS_STORED,
     CT_IMAGE_STORAGE,
     SECONDARY_CAPTURE_STORAGE,
     STATUS_CANNOT_UNDERSTAND,
@@ -34,7 +35,7 @@ CONTEXTS = [(c, ts) for c in (SECONDARY_CAPTURE_STORAGE, CT_IMAGE_STORAGE) for t
 
 
 def retrieve(server: RealServer, instance_path: str) -> httpx.Response:
-    return httpx.get(server.dicomweb_url + instance_path, timeout=30)
+    return httpx.get(server.dicomweb_url + instance_path, headers=AS_STORED, timeout=30)
 
 
 def stored_bytes(server: RealServer, instance: Instance) -> bytes:

@@ -22,6 +22,7 @@ import backends
 from conftest import RealServer, require_tool, running_server
 from dicomcloud.index.engine import async_url
 from integration.support import (
+    AS_STORED,
     dataset_bytes,
     multipart_related,
     new_instance,
@@ -95,7 +96,7 @@ def test_storescu_and_stow_land_in_postgresql(
         assert stow.status_code == 200, stow.text
 
         for instance in by_dimse + by_stow:
-            response = http.get(instance.path)
+            response = http.get(instance.path, headers=AS_STORED)
             assert response.status_code == 200, response.text
             (part,) = split_multipart(response.content, response.headers["content-type"])
             assert dataset_bytes(part.data) == dataset_bytes(instance.data)

@@ -20,7 +20,7 @@ async def test_stop_then_start_again(make_archive: ArchiveFactory) -> None:
     loop = asyncio.get_running_loop()
 
     for _ in range(2):
-        server = DimseServer(settings, local.archive.ingest, loop, tenant_id="default")
+        server = DimseServer(settings, local.archive.ingest, loop)
         server.start()
         port = server.port
 

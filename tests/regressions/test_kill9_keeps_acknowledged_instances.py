@@ -17,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from conftest import start_server
 from integration.support import (
+    AS_STORED,
     SECONDARY_CAPTURE_STORAGE,
     StoreSCU,
     dataset_bytes,
@@ -65,7 +66,7 @@ def test_acknowledged_instances_survive_kill_9(tmp_path: Path) -> None:
     restarted = start_server(data_dir)
     try:
         for sop, (path, data, whole_file) in acknowledged.items():
-            response = httpx.get(f"{restarted.dicomweb_url}{path}", timeout=30)
+            response = httpx.get(f"{restarted.dicomweb_url}{path}", headers=AS_STORED, timeout=30)
             assert response.status_code == 200, sop
             (part,) = split_multipart(response.content, response.headers["content-type"])
             if whole_file:  # STOW-RS: the file as sent

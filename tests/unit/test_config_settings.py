@@ -122,3 +122,17 @@ def test_effective_config_hides_passwords() -> None:
 
     assert shown["index"]["url"] == "postgresql://u:***@db/x"
     assert "hunter2" not in str(shown)
+
+
+def test_server_roles_from_the_command_line_list() -> None:
+    """``serve --role web,dimse`` (issue 5 point 5): the comma-separated list; an
+    unknown or missing role names the key."""
+    from dicomcloud.config import load_settings
+    from dicomcloud.errors import ConfigurationError
+
+    assert load_settings(server__roles="web, dimse").server.roles == ("web", "dimse")
+    assert load_settings(server__roles=["worker"]).server.roles == ("worker",)
+    assert load_settings().server.roles == ("web", "dimse", "worker")
+    for bad in ("frontend", ""):
+        with pytest.raises(ConfigurationError, match="roles"):
+            load_settings(server__roles=bad)

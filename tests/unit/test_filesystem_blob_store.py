@@ -1,4 +1,6 @@
-"""The filesystem blob store: atomic, durable puts; reads; nothing outside its root."""
+"""The filesystem blob store beyond the shared contract
+(tests/contract/test_blob_store_contract.py): no temporary file survives, nothing lands
+outside its root, and stores open by URL."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dicomcloud.errors import ConfigurationError, NotFound, StorageUnavailable
-from dicomcloud.storage import open_blob_store
+from dicomcloud.errors import ConfigurationError, StorageUnavailable
+from dicomcloud.storage import S3BlobStore, open_blob_store
 from dicomcloud.storage.filesystem import FilesystemBlobStore
 
 KEY = "default/1.2/1.2.3/1.2.3.4.dcm"
@@ -23,26 +25,13 @@ def store(tmp_path: Path) -> FilesystemBlobStore:
     return FilesystemBlobStore(tmp_path / "blobs")
 
 
-async def test_put_then_read_back(store: FilesystemBlobStore, tmp_path: Path) -> None:
-    size = await store.put(KEY, [b"abc", memoryview(b"defg"), b""])
+async def test_put_leaves_no_temporary_file(store: FilesystemBlobStore, tmp_path: Path) -> None:
+    await store.put(KEY, [b"abc", memoryview(b"defg"), b""])
 
-    assert size == 7
-    assert await store.get(KEY) == b"abcdefg"
-    assert b"".join([c async for c in store.stream(KEY, chunk_size=3)]) == b"abcdefg"
-    assert await store.exists(KEY)
-    assert files(tmp_path / "blobs") == [Path(KEY)]  # no temporary file left
+    assert files(tmp_path / "blobs") == [Path(KEY)]
 
 
-async def test_put_replaces_unless_if_absent(store: FilesystemBlobStore) -> None:
-    await store.put(KEY, [b"first"])
-
-    assert await store.put(KEY, [b"second"], if_absent=True) is None
-    assert await store.get(KEY) == b"first"
-    assert await store.put(KEY, [b"third"]) == 5
-    assert await store.get(KEY) == b"third"
-
-
-async def test_a_failing_writer_leaves_nothing(store: FilesystemBlobStore, tmp_path: Path) -> None:
+async def test_a_failing_writer_leaves_no_file(store: FilesystemBlobStore, tmp_path: Path) -> None:
     def chunks() -> Iterator[bytes]:
         yield b"partial"
         raise OSError("the source went away")
@@ -50,22 +39,7 @@ async def test_a_failing_writer_leaves_nothing(store: FilesystemBlobStore, tmp_p
     with pytest.raises((OSError, StorageUnavailable)):
         await store.put(KEY, chunks())
 
-    assert not await store.exists(KEY)
     assert files(tmp_path / "blobs") == []
-
-
-async def test_delete_and_missing_objects(store: FilesystemBlobStore) -> None:
-    await store.put(KEY, [b"x"])
-
-    await store.delete(KEY)
-    await store.delete(KEY)  # absent: no error
-
-    assert not await store.exists(KEY)
-    with pytest.raises(NotFound):
-        await store.get(KEY)
-    with pytest.raises(NotFound):
-        async for _ in store.stream(KEY):
-            pass
 
 
 @pytest.mark.parametrize("key", ["../outside.dcm", "a/../../b.dcm", "/etc/passwd", "a//b"])
@@ -78,7 +52,7 @@ async def test_keys_cannot_escape_the_root(
     assert files(tmp_path) == []
 
 
-async def test_ping(store: FilesystemBlobStore, tmp_path: Path) -> None:
+async def test_ping_leaves_no_probe(store: FilesystemBlobStore, tmp_path: Path) -> None:
     await store.ping()
 
     assert [p for p in files(tmp_path) if "ping" in p.name] == []
@@ -98,5 +72,18 @@ def test_open_blob_store_by_url(tmp_path: Path) -> None:
 
     assert isinstance(store, FilesystemBlobStore)
     assert store.root == (tmp_path / "b").resolve()
-    with pytest.raises(ConfigurationError, match="s3"):
-        open_blob_store("s3://bucket/prefix")
+    with pytest.raises(ConfigurationError, match="not supported"):
+        open_blob_store("gs://bucket/prefix")
+
+
+def test_open_s3_store_by_url() -> None:
+    store = open_blob_store("s3://archive/site-a/blobs?endpoint_url=http://127.0.0.1:1&region=eu-1")
+
+    assert isinstance(store, S3BlobStore)
+    assert (store.bucket, store.prefix) == ("archive", "site-a/blobs")
+    assert store.options.endpoint_url == "http://127.0.0.1:1"
+    assert store.options.region == "eu-1"
+    with pytest.raises(ConfigurationError, match="no bucket"):
+        open_blob_store("s3:///prefix")
+    with pytest.raises(ConfigurationError, match="'acl' is unknown"):
+        open_blob_store("s3://archive/p?acl=private")

@@ -88,15 +88,32 @@ def test_large_parts_spool_to_disk_and_are_discarded(tmp_path: Path) -> None:
     assert list((tmp_path / "spool").iterdir()) == []
 
 
-def test_a_part_over_the_limit_is_refused_and_cleaned_up(tmp_path: Path) -> None:
+def test_a_part_over_the_limit_is_dropped_alone_and_cleaned_up(tmp_path: Path) -> None:
+    """The oversized part is flagged (its bytes are not kept, its spool file is gone);
+    the parts after it are read as usual."""
     r = reader(tmp_path, threshold=100, limit=1000)
-    data = body(({}, b"\x00" * 5000))
+    data = body(({}, b"\x00" * 5000), ({}, b"next part"))
 
-    with pytest.raises(PayloadTooLarge, match="1000"):
-        read_all(r, data, 300)
-    r.abort()
+    parts = read_all(r, data, 300)
 
+    assert [(p.too_large, p.size) for p in parts] == [(True, 5000), (False, 9)]
+    assert parts[0].data is None and parts[0].path is None
+    assert content(parts[1]) == b"next part"
     assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_more_parts_than_allowed_is_payload_too_large(tmp_path: Path) -> None:
+    r = MultipartReader(
+        BOUNDARY,
+        spool_threshold=100,
+        spool_dir=tmp_path / "spool",
+        max_part_bytes=1000,
+        max_parts=2,
+    )
+    data = body(({}, b"one"), ({}, b"two"), ({}, b"three"))
+
+    with pytest.raises(PayloadTooLarge, match="more than 2 parts"):
+        read_all(r, data, 7)
 
 
 def test_truncated_body_is_a_bad_request(tmp_path: Path) -> None:

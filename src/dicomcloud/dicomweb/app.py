@@ -11,43 +11,54 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dicomcloud import __version__
 from dicomcloud.app import Archive
-from dicomcloud.dicomweb.qido import negotiate, parse_query, search_response, sections_for
+from dicomcloud.config import CorsSettings
+from dicomcloud.dicomweb import metadata as wado_metadata
+from dicomcloud.dicomweb import rendered as wado_rendered
+from dicomcloud.dicomweb.access_log import AccessLogMiddleware
+from dicomcloud.dicomweb.admin import admin_routes
+from dicomcloud.dicomweb.auth import install_auth
+from dicomcloud.dicomweb.bulkdata import retrieve_bulkdata
+from dicomcloud.dicomweb.cached_responses import cached_search_response, freeze_response
+from dicomcloud.dicomweb.guards import QueryLengthLimit, public_reason
+from dicomcloud.dicomweb.media import DicomChoice, negotiate_frames, negotiate_instances
+from dicomcloud.dicomweb.openapi import openapi_document
+from dicomcloud.dicomweb.qido import (
+    cap_limit,
+    negotiate,
+    parse_query,
+    search_response,
+    sections_for,
+)
+from dicomcloud.dicomweb.request_context import (
+    DICOMWEB_PREFIX,
+    TENANT_PREFIX,
+    archive_of,
+    base_url,
+    on_cpu,
+    path_uid,
+    tenant_of,
+)
 from dicomcloud.dicomweb.responses import error_response
 from dicomcloud.dicomweb.stow import StowHandler
-from dicomcloud.dicomweb.wado import check_accept, instance_response
+from dicomcloud.dicomweb.wado import frames_response, instances_response
+from dicomcloud.dicomweb.wado_uri import check_supported, parse_wado_uri, render_parameters
 from dicomcloud.domain.query import QueryLevel
-from dicomcloud.domain.values import is_valid_uid
-from dicomcloud.errors import BadRequest, DicomCloudError
+from dicomcloud.errors import DicomCloudError, NotFound
+from dicomcloud.services.frames import parse_frame_list
 from dicomcloud.services.ingest import IngestContext
+from dicomcloud.services.rendering import render_frame
+from dicomcloud.services.retrieve import AS_STORED
+from dicomcloud.ui.routes import ui_routes
 
 log = logging.getLogger(__name__)
-
-DICOMWEB_PREFIX = "/dicom-web"
-
-
-def _archive(request: Request) -> Archive:
-    archive: Archive = request.app.state.archive
-    return archive
-
-
-def _base_url(request: Request) -> str:
-    configured = _archive(request).settings.server.base_url
-    if configured:
-        return configured.rstrip("/") + DICOMWEB_PREFIX
-    return str(request.base_url).rstrip("/") + DICOMWEB_PREFIX
-
-
-def _uid(request: Request, name: str) -> str:
-    value: str = request.path_params[name]
-    if not is_valid_uid(value):
-        raise BadRequest(f"{name} {value!r} is not a valid UID (PS3.5 9.1)")
-    return value
 
 
 async def healthz(request: Request) -> Response:
@@ -57,27 +68,33 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Readiness: the index and the blob store are reachable."""
-    archive = _archive(request)
+    archive = archive_of(request)
     checks: dict[str, str] = {}
     for name, ping in (("index", archive.index.ping), ("storage", archive.blobs.ping)):
         try:
             await ping()
             checks[name] = "ok"
         except DicomCloudError as exc:
-            checks[name] = exc.reason
+            log.error("readiness: %s: %s", name, exc.reason)
+            checks[name] = public_reason(exc.reason)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503
     )
 
 
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3 description of these routes."""
+    return JSONResponse(openapi_document())
+
+
 async def store_instances(request: Request) -> Response:
     """PS3.18 10.5: STOW-RS."""
-    archive = _archive(request)
+    archive = archive_of(request)
     settings = archive.settings
     study = request.path_params.get("study")
     context = IngestContext(
-        tenant_id=settings.default_tenant,
+        tenant_id=tenant_of(request),
         source="STOW-RS",
         source_ip=request.client.host if request.client else None,
         expected_study_uid=study,
@@ -89,8 +106,9 @@ async def store_instances(request: Request) -> Response:
         max_request_bytes=settings.ingest.max_request_bytes,
         max_instance_bytes=settings.ingest.max_instance_bytes,
         concurrency=settings.ingest.request_concurrency,
+        max_parts=settings.ingest.max_parts,
     )
-    return await handler.handle(request, context, _base_url(request))
+    return await handler.handle(request, context, base_url(request))
 
 
 #: Path parameters of QIDO-RS routes and the matching keys they become.
@@ -102,34 +120,97 @@ def search(level: QueryLevel) -> Callable[[Request], Awaitable[Response]]:
     validated (400) and restrict the search."""
 
     async def handle(request: Request) -> Response:
-        archive = _archive(request)
+        archive = archive_of(request)
         path = {
-            key: _uid(request, name)
+            key: path_uid(request, name)
             for name, key in _PATH_KEYS.items()
             if name in request.path_params
         }
         query = parse_query(request, level, path)
         media_type = negotiate(request)
-        results = await archive.query.search(archive.settings.default_tenant, query)
+        page = cap_limit(query, archive.settings.search.max_limit)
+        tenant = tenant_of(request)
+        base = base_url(request)
+        # Everything the response depends on besides the index (path keys are matches).
+        normalized = repr((level, query, page, media_type, base))
+        cached = await archive.search_cache.lookup(tenant, normalized)
+        if cached.hit is not None:
+            return cached_search_response(cached.hit)
+        results = await archive.query.search(tenant, page.query)
         sections = sections_for(level, path)
-        return search_response(results, query, sections, media_type, _base_url(request))
+        response = search_response(results, query, sections, media_type, base, cap=page.cap)
+        await archive.search_cache.store(cached, freeze_response(response))
+        return response
 
     return handle
 
 
+async def retrieve_study(request: Request) -> Response:
+    """PS3.18 10.4: WADO-RS retrieve of a study or series (multipart DICOM or ZIP)."""
+    archive = archive_of(request)
+    study = path_uid(request, "study")
+    series = path_uid(request, "series") if "series" in request.path_params else None
+    choice = negotiate_instances(request.headers.get("accept"), single=False)
+    records = await archive.retrieve.instances(tenant_of(request), study, series)
+    return await instances_response(archive.retrieve, records, choice, filename=series or study)
+
+
 async def retrieve_instance(request: Request) -> Response:
     """PS3.18 10.4: WADO-RS retrieve of one instance."""
-    archive = _archive(request)
-    study, series, sop = _uid(request, "study"), _uid(request, "series"), _uid(request, "sop")
-    stored = await archive.retrieve.instance(archive.settings.default_tenant, study, series, sop)
-    check_accept(request, stored.record.transfer_syntax_uid)
-    return instance_response(stored)
+    archive = archive_of(request)
+    study, series, sop = (
+        path_uid(request, "study"),
+        path_uid(request, "series"),
+        path_uid(request, "sop"),
+    )
+    choice = negotiate_instances(request.headers.get("accept"), single=True)
+    record = await archive.retrieve.instance_record(tenant_of(request), study, series, sop)
+    return await instances_response(archive.retrieve, [record], choice, filename=sop)
+
+
+async def retrieve_frames(request: Request) -> Response:
+    """PS3.18 10.4.1.1.4: WADO-RS frames of one instance (``/frames/1,3,5``)."""
+    archive = archive_of(request)
+    study, series, sop = (
+        path_uid(request, "study"),
+        path_uid(request, "series"),
+        path_uid(request, "sop"),
+    )
+    numbers = parse_frame_list(request.path_params["frames"])
+    choice = negotiate_frames(request.headers.get("accept"), count=len(numbers))
+    record = await archive.retrieve.instance_record(tenant_of(request), study, series, sop)
+    return await frames_response(archive.retrieve, record, numbers, choice)
+
+
+async def wado_uri(request: Request) -> Response:
+    """PS3.18 9: WADO-URI retrieve of one instance as application/dicom or rendered."""
+    archive = archive_of(request)
+    wado = parse_wado_uri(request)
+    check_supported(wado, rendering=True)
+    rendered = wado.content_type != "application/dicom"
+    frame, params = render_parameters(request, wado.content_type) if rendered else (0, None)
+    record = await archive.retrieve.instance_record(
+        tenant_of(request), wado.study_uid, wado.series_uid, wado.sop_uid
+    )
+    if params is not None:
+        try:
+            part10 = await archive.blobs.get(record.blob_key)
+        except NotFound as exc:
+            raise NotFound(f"the stored object of instance {wado.sop_uid} is missing") from exc
+        image = await on_cpu(request, render_frame, part10, frame, params)
+        return Response(image, 200, media_type=params.media_type)
+    syntax = wado.transfer_syntax
+    choice = DicomChoice("single", (syntax,) if syntax != AS_STORED else (AS_STORED,))
+    response = await instances_response(archive.retrieve, [record], choice)
+    response.headers["content-type"] = "application/dicom"  # PS3.18 9.3.2.1: no parameters
+    return response
 
 
 async def _dicomcloud_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DicomCloudError)
     if exc.http_status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc.reason)
+        return error_response(exc, reason=public_reason(exc.reason))
     return error_response(exc)
 
 
@@ -138,11 +219,104 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"status": 500, "error": "internal error; see the server log"}, 500)
 
 
-def create_app(archive: Archive, *, manage_lifecycle: bool = False) -> Starlette:
+def _retrieve_routes(web: str) -> list[Route]:
+    """PS3.18 10.4: metadata, bulk data, rendered and thumbnail resources."""
+    study = f"{web}/studies/{{study}}"
+    series = f"{study}/series/{{series}}"
+    instance = f"{series}/instances/{{sop}}"
+    frames = f"{instance}/frames/{{frames}}"
+    r = wado_rendered
+    handlers = [
+        (f"{study}/metadata", wado_metadata.study_metadata),
+        (f"{series}/metadata", wado_metadata.series_metadata),
+        (f"{instance}/metadata", wado_metadata.instance_metadata),
+        (f"{instance}/bulkdata/{{path}}", retrieve_bulkdata),
+        (f"{study}/rendered", r.study_rendered),
+        (f"{series}/rendered", r.series_rendered),
+        (f"{instance}/rendered", r.instance_rendered),
+        (f"{frames}/rendered", r.frames_rendered),
+        (f"{study}/thumbnail", r.study_thumbnail),
+        (f"{series}/thumbnail", r.series_thumbnail),
+        (f"{instance}/thumbnail", r.instance_thumbnail),
+        (f"{frames}/thumbnail", r.frames_thumbnail),
+    ]
+    return [Route(path, handler, methods=["GET"]) for path, handler in handlers]
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _tenant_checked(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` behind the check of the path's tenant (400 / 404 before any work)."""
+
+    async def handle(request: Request) -> Response:
+        tenant_of(request)
+        return await endpoint(request)
+
+    handle.__doc__ = endpoint.__doc__
+    return handle
+
+
+def _dicomweb_routes(web: str) -> list[Route]:
+    """Every DICOMweb route under the service path ``web`` (PS3.18 10); under a
+    ``{tenant}`` path the tenant is checked first."""
+    routes = _service_routes(web)
+    if "{tenant}" not in web:
+        return routes
+    return [
+        Route(r.path, _tenant_checked(r.endpoint), methods=sorted(r.methods or ())) for r in routes
+    ]
+
+
+def _service_routes(web: str) -> list[Route]:
+    study = f"{web}/studies/{{study}}"
+    series = f"{study}/series/{{series}}"
+    instance = f"{series}/instances/{{sop}}"
+    return [
+        Route(f"{web}/studies", store_instances, methods=["POST"]),
+        Route(f"{web}/studies", search(QueryLevel.STUDY), methods=["GET"]),
+        Route(study, store_instances, methods=["POST"]),
+        Route(f"{web}/series", search(QueryLevel.SERIES), methods=["GET"]),
+        Route(f"{web}/instances", search(QueryLevel.IMAGE), methods=["GET"]),
+        Route(f"{study}/series", search(QueryLevel.SERIES), methods=["GET"]),
+        Route(f"{study}/instances", search(QueryLevel.IMAGE), methods=["GET"]),
+        Route(f"{series}/instances", search(QueryLevel.IMAGE), methods=["GET"]),
+        Route(instance, retrieve_instance, methods=["GET"]),
+        *_retrieve_routes(web),
+        Route(study, retrieve_study, methods=["GET"]),
+        Route(series, retrieve_study, methods=["GET"]),
+        Route(f"{instance}/frames/{{frames}}", retrieve_frames, methods=["GET"]),
+        Route(f"{web}/wado", wado_uri, methods=["GET"]),
+    ]
+
+
+def cors_middleware(cors: CorsSettings) -> list[Middleware]:
+    """Starlette's CORS middleware for the configured origins; none when no origin is
+    allowed (then no CORS header is ever sent and browsers keep the same-origin rule)."""
+    if not cors.allow_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(cors.allow_origins),
+            allow_credentials=cors.allow_credentials,
+            allow_methods=list(cors.allow_methods),
+            allow_headers=list(cors.allow_headers),
+            expose_headers=list(cors.expose_headers),
+            max_age=cors.max_age,
+        )
+    ]
+
+
+def create_app(
+    archive: Archive, *, manage_lifecycle: bool = False, probes_only: bool = False
+) -> Starlette:
     """The ASGI app for ``archive``.
 
     With ``manage_lifecycle`` the app starts and stops the archive in its lifespan (for
-    tests and ``uvicorn dicomcloud...``); ``dicomcloud serve`` manages it itself.
+    tests and ``uvicorn dicomcloud...``); ``dicomcloud serve`` manages it itself.  With
+    ``probes_only`` (a node without the ``web`` role) it answers only ``/healthz`` and
+    ``/readyz``.
     """
 
     @contextlib.asynccontextmanager
@@ -155,27 +329,24 @@ def create_app(archive: Archive, *, manage_lifecycle: bool = False) -> Starlette
             if manage_lifecycle:
                 await archive.stop()
 
-    web = DICOMWEB_PREFIX
-    routes = [
+    probes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route(f"{web}/studies", store_instances, methods=["POST"]),
-        Route(f"{web}/studies", search(QueryLevel.STUDY), methods=["GET"]),
-        Route(f"{web}/studies/{{study}}", store_instances, methods=["POST"]),
-        Route(f"{web}/series", search(QueryLevel.SERIES), methods=["GET"]),
-        Route(f"{web}/instances", search(QueryLevel.IMAGE), methods=["GET"]),
-        Route(f"{web}/studies/{{study}}/series", search(QueryLevel.SERIES), methods=["GET"]),
-        Route(f"{web}/studies/{{study}}/instances", search(QueryLevel.IMAGE), methods=["GET"]),
-        Route(
-            f"{web}/studies/{{study}}/series/{{series}}/instances",
-            search(QueryLevel.IMAGE),
-            methods=["GET"],
-        ),
-        Route(
-            f"{web}/studies/{{study}}/series/{{series}}/instances/{{sop}}",
-            retrieve_instance,
-            methods=["GET"],
-        ),
+    ]
+    if probes_only:
+        probe_app = Starlette(routes=probes, lifespan=lifespan)
+        probe_app.state.archive = archive
+        return probe_app
+    routes = [
+        *probes,
+        Route("/openapi.json", openapi, methods=["GET"]),
+        # The default tenant's service, and every tenant's under /tenants/{tenant}.
+        *_dicomweb_routes(DICOMWEB_PREFIX),
+        Route("/wado", wado_uri, methods=["GET"]),
+        *_dicomweb_routes(TENANT_PREFIX + DICOMWEB_PREFIX),
+        Route(f"{TENANT_PREFIX}/wado", _tenant_checked(wado_uri), methods=["GET"]),
+        *admin_routes(),
+        *ui_routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -186,4 +357,18 @@ def create_app(archive: Archive, *, manage_lifecycle: bool = False) -> Starlette
         },
     )
     app.state.archive = archive
+    install_auth(app, archive)
+    # Before authentication: an over-long query is refused whoever sends it (414).
+    app.add_middleware(QueryLengthLimit, limit=archive.settings.search.max_query_length)
+    # Around authentication: a refused request's 401 still carries the CORS headers a
+    # browser needs to read it.
+    for cors_layer in reversed(cors_middleware(archive.settings.cors)):
+        app.add_middleware(cors_layer.cls, *cors_layer.args, **cors_layer.kwargs)
+    if archive.access is not None:
+        # Outermost (added last): refused requests (401, 403) are recorded too.
+        app.add_middleware(
+            AccessLogMiddleware,
+            sink=archive.access,
+            default_tenant=archive.settings.default_tenant,
+        )
     return app

@@ -2,7 +2,9 @@
 
 The body is fed to python-multipart's streaming parser chunk by chunk; each part is
 spooled in memory up to a threshold and to a temporary file beyond it, so memory stays
-bounded whatever the size of the request or of one part.
+bounded whatever the size of the request or of one part.  A part over the size limit
+is read on (and dropped) so that it can be reported alone; more parts than allowed end
+the reading with ``PayloadTooLarge``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Part:
     data: bytes | None = None
     path: Path | None = None
     size: int = 0
+    #: The part exceeded the instance size limit: its bytes were dropped, not kept.
+    too_large: bool = False
 
     @property
     def content_type(self) -> str:
@@ -39,7 +43,8 @@ class Part:
 
 
 class _Spool:
-    """Collects a part's bytes: in memory, then in a file once over ``threshold``."""
+    """Collects a part's bytes: in memory, then in a file once over ``threshold``;
+    past ``limit`` it only counts them (the part is reported as too large)."""
 
     def __init__(self, threshold: int, directory: Path, limit: int) -> None:
         self._threshold = threshold
@@ -48,11 +53,17 @@ class _Spool:
         self._memory = bytearray()
         self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
         self.size = 0
+        self.too_large = False
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
+        if self.too_large:
+            return
         if self.size > self._limit:
-            raise PayloadTooLarge(f"a part exceeds the limit of {self._limit} bytes")
+            self.too_large = True
+            self.abort()
+            self._memory = bytearray()
+            return
         if self._file is None and self.size <= self._threshold:
             self._memory += chunk
             return
@@ -67,6 +78,9 @@ class _Spool:
 
     def finish(self, part: Part) -> None:
         part.size = self.size
+        part.too_large = self.too_large
+        if self.too_large:
+            return
         if self._file is None:
             part.data = bytes(self._memory)
             self._memory = bytearray()
@@ -78,6 +92,7 @@ class _Spool:
         if self._file is not None:
             self._file.close()
             os.unlink(self._file.name)
+            self._file = None
 
 
 class MultipartReader:
@@ -90,12 +105,14 @@ class MultipartReader:
         spool_threshold: int,
         spool_dir: Path,
         max_part_bytes: int,
+        max_parts: int | None = None,
     ) -> None:
         if not boundary or len(boundary) > 70:
             raise BadRequest("the multipart boundary must be 1-70 characters (RFC 2046 5.1.1)")
         self._threshold = spool_threshold
         self._spool_dir = spool_dir
         self._max_part = max_part_bytes
+        self._max_parts = max_parts
         self._completed: list[Part] = []
         self._current: Part | None = None
         self._spool: _Spool | None = None
@@ -124,6 +141,11 @@ class MultipartReader:
     # -- parser callbacks -----------------------------------------------------------------
 
     def _on_part_begin(self) -> None:
+        if self._max_parts is not None and self.parts_seen >= self._max_parts:
+            raise PayloadTooLarge(
+                f"the request has more than {self._max_parts} parts (ingest.max_parts); "
+                "the parts after it were not read"
+            )
         self._current = Part()
         self._spool = _Spool(self._threshold, self._spool_dir, self._max_part)
         self.parts_seen += 1

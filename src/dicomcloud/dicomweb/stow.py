@@ -9,6 +9,12 @@ Store Instances Response Module (PS3.18 10.5.3) in DICOM JSON, or XML on request
 * 202: some instances failed or were stored with warnings;
 * 409: no instance stored;
 * 400 / 413 / 415: the request itself cannot be processed.
+
+Limits (``[ingest]``): a body over ``max_request_bytes`` is refused with 413 as soon as
+its Content-Length or the bytes received say so (chunked bodies too); a part over
+``max_instance_bytes`` fails alone (FailureReason 0xA700, Out of Resources); reading
+stops after ``max_parts`` parts.  Instances stored before a limit was hit are reported
+(202, with a Warning naming the limit), never hidden.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from dicomcloud.dicomweb.access_log import notes_of
 from dicomcloud.dicomweb.media import (
     DICOM,
     DICOM_JSON,
@@ -86,6 +93,7 @@ class StowHandler:
         max_request_bytes: int,
         max_instance_bytes: int,
         concurrency: int,
+        max_parts: int | None = None,
     ) -> None:
         self._ingest = ingest
         self._spool_dir = spool_dir
@@ -93,6 +101,7 @@ class StowHandler:
         self._max_request = max_request_bytes
         self._max_instance = max_instance_bytes
         self._concurrency = concurrency
+        self._max_parts = max_parts
 
     async def handle(
         self, request: Request, context: IngestContext, retrieve_base: str
@@ -107,7 +116,8 @@ class StowHandler:
                 raise BadRequest(f"Content-Length {declared!r} is not a number")
             if int(declared) > self._max_request:
                 raise PayloadTooLarge(
-                    f"the request ({declared} bytes) exceeds the limit of {self._max_request} bytes"
+                    f"the request ({declared} bytes) exceeds the limit of "
+                    f"{self._max_request} bytes (ingest.max_request_bytes)"
                 )
         media = parse_content_type(request.headers.get("content-type"))
         if media.type == MULTIPART_RELATED:
@@ -128,16 +138,29 @@ class StowHandler:
                 f"Content-Type {media.type or '(none)'!r} is not supported; send "
                 'multipart/related; type="application/dicom"'
             )
+        notes = notes_of(request.scope)
+        if notes is not None:
+            for result in results:
+                if result.ok:
+                    notes.add_instance(
+                        result.study_instance_uid,
+                        result.series_instance_uid,
+                        result.sop_instance_uid,
+                    )
         return self._response(results, trailer, xml=xml, study=study, base=retrieve_base)
 
     # -- reading --------------------------------------------------------------------------
 
     async def _read_single(self, request: Request, context: IngestContext) -> list[IngestResult]:
         body = bytearray()
+        limit = min(self._max_instance, self._max_request)
         async for chunk in request.stream():
             body += chunk
-            if len(body) > self._max_instance:
-                raise PayloadTooLarge(f"the instance exceeds {self._max_instance} bytes")
+            if len(body) > limit:
+                raise PayloadTooLarge(
+                    f"the instance exceeds the limit of {limit} bytes "
+                    "(ingest.max_instance_bytes, ingest.max_request_bytes)"
+                )
         if not body:
             raise BadRequest("the request body is empty")
         return [await self._ingest.store_part10(bytes(body), context)]
@@ -150,6 +173,7 @@ class StowHandler:
             spool_threshold=self._threshold,
             spool_dir=self._spool_dir,
             max_part_bytes=self._max_instance,
+            max_parts=self._max_parts,
         )
         limiter = asyncio.Semaphore(self._concurrency)
         tasks: list[asyncio.Task[IngestResult]] = []
@@ -168,7 +192,8 @@ class StowHandler:
                 received += len(chunk)
                 if received > self._max_request:
                     raise PayloadTooLarge(
-                        f"the request exceeds the limit of {self._max_request} bytes"
+                        f"the request exceeds the limit of {self._max_request} bytes "
+                        "(ingest.max_request_bytes); the rest was not read"
                     )
                 reader.feed(chunk)
                 for part in reader.take():
@@ -179,10 +204,13 @@ class StowHandler:
             reader.abort()
             trailer = "the client disconnected before the end of the body"
         except DicomCloudError as exc:
+            # Parts completed before the problem are stored and reported with it.
+            for part in reader.take():
+                await limiter.acquire()
+                tasks.append(asyncio.create_task(store(part)))
             reader.abort()
             if not tasks:
                 raise
-            # Parts before the problem were stored: report them rather than hide them.
             trailer = exc.reason
         results = list(await asyncio.gather(*tasks))
         if not results and trailer is None:
@@ -190,6 +218,15 @@ class StowHandler:
         return results, trailer
 
     async def _store_part(self, part: Part, context: IngestContext) -> IngestResult:
+        if part.too_large:
+            return IngestResult(
+                None,
+                None,
+                failure=PayloadTooLarge(
+                    f"a part of {part.size} bytes exceeds the instance size limit of "
+                    f"{self._max_instance} bytes (ingest.max_instance_bytes)"
+                ),
+            )
         part_type = parse_content_type(part.content_type).type if part.content_type else DICOM
         if part_type != DICOM:
             return IngestResult(

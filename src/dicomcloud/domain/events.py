@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,8 +68,13 @@ class StoredEvent:
 
     @classmethod
     def from_json(cls, text: str) -> StoredEvent:
+        """The event in ``text``; fields this version does not know are ignored (later
+        releases may add fields without changing ``version``, docs/events.md)."""
         data: dict[str, Any] = json.loads(text)
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+_FIELDS = frozenset(f.name for f in fields(StoredEvent))
 
 
 def node_id() -> str:

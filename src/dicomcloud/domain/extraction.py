@@ -38,6 +38,7 @@ from dicomcloud.domain.charsets import (
     python_encodings,
 )
 from dicomcloud.domain.dates import parse_da, parse_tm
+from dicomcloud.domain.level_json import level_json
 from dicomcloud.domain.records import (
     ExtractedInstance,
     ExtractionWarning,
@@ -389,6 +390,15 @@ def extract_instance(
         raise CannotUnderstand(f"data set could not be read: {type(exc).__name__}: {exc}") from exc
 
 
+def _level_json(r: _Reader) -> dict[str, str | None]:
+    """Each level's attributes as DICOM JSON text; never fails the instance."""
+    try:
+        return level_json(r.ds, r.encodings)
+    except Exception as exc:
+        r.warn("includefield", f"attributes not kept for search: {type(exc).__name__}: {exc}")
+        return dict.fromkeys(("patient", "study", "series", "instance"))
+
+
 def _extract(
     r: _Reader, tenant: str, transfer_syntax: str, blob_key: str, size: int
 ) -> ExtractedInstance:
@@ -397,6 +407,7 @@ def _extract(
     sop_uid = r.uid("SOPInstanceUID")
     sop_class = r.uid("SOPClassUID")
     patient_id = r.string("PatientID") or ""
+    levels = _level_json(r)
     patient = PatientRecord(
         tenant_id=tenant,
         patient_id=patient_id,
@@ -405,6 +416,7 @@ def _extract(
         patient_birth_date=r.date("PatientBirthDate"),
         patient_birth_time=r.time("PatientBirthTime"),
         patient_sex=r.string("PatientSex"),
+        attributes=levels["patient"],
     )
     study = StudyRecord(
         tenant_id=tenant,
@@ -419,6 +431,7 @@ def _extract(
         patient_age=r.age("PatientAge"),
         patient_size=r.decimal("PatientSize"),
         patient_weight=r.decimal("PatientWeight"),
+        attributes=levels["study"],
     )
     series = SeriesRecord(
         tenant_id=tenant,
@@ -433,6 +446,7 @@ def _extract(
         protocol_name=r.string("ProtocolName"),
         performed_procedure_step_start_date=r.date("PerformedProcedureStepStartDate"),
         performed_procedure_step_start_time=r.time("PerformedProcedureStepStartTime"),
+        attributes=levels["series"],
     )
     instance = InstanceRecord(
         tenant_id=tenant,
@@ -466,5 +480,6 @@ def _extract(
         rescale_type=r.string("RescaleType"),
         window_center=r.decimals("WindowCenter"),
         window_width=r.decimals("WindowWidth"),
+        attributes=levels["instance"],
     )
     return ExtractedInstance(patient, study, series, instance, tuple(r.warnings))

@@ -11,9 +11,21 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 
-__all__ = ["ANY", "ONE", "Part", "Pattern", "literal", "person_name_forms", "to_regex", "wildcard"]
+__all__ = [
+    "ANY",
+    "ONE",
+    "Part",
+    "Pattern",
+    "fold",
+    "fold_pattern",
+    "literal",
+    "person_name_forms",
+    "to_regex",
+    "wildcard",
+]
 
 
 class Wild(enum.Enum):
@@ -49,6 +61,25 @@ def wildcard(text: str) -> Pattern:
 def literal(text: str) -> Pattern:
     """A pattern matching exactly ``text``."""
     return (text,) if text else ()
+
+
+def fold(text: str) -> str:
+    """``text`` as fuzzy matching of person names compares it (PS3.4 C.2.2.2.6 leaves
+    the rules to the implementation): compatibility forms unified (NFKD: full- and
+    half-width forms, ligatures), combining marks dropped (accents, diacritics, kana
+    voicing marks), case folded (``str.casefold``), then recomposed (NFC: Hangul
+    syllables stay one character each).  The same on every backend and for every
+    character set, because it runs in Python: at ingest for the stored value, at query
+    time for the literal parts of the pattern."""
+    decomposed = unicodedata.normalize("NFKD", text).casefold()
+    kept = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", kept)
+
+
+def fold_pattern(pattern: Pattern) -> Pattern:
+    """``pattern`` with its literal text folded (:func:`fold`); wildcards stay wild,
+    also where folding would turn a literal character into ``*`` or ``?``."""
+    return tuple(fold(part) if isinstance(part, str) else part for part in pattern)
 
 
 def person_name_forms(pattern: Pattern) -> list[Pattern]:

@@ -19,6 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from dicomcloud.domain.patterns import fold
+
+#: Longest folded person name kept (two characters per PN character: folding may
+#: expand, e.g. "ß" -> "ss"); the index column has this length.
+FOLDED_PN_LENGTH = 2 * (64 * 3 + 2)
+
+
+def folded_name(name: str | None) -> str | None:
+    """The fuzzy-matching form of a PN value (``dicomcloud.domain.patterns.fold``)."""
+    return None if name is None else fold(name)[:FOLDED_PN_LENGTH]
+
 
 @dataclass(frozen=True, slots=True)
 class PatientRecord:
@@ -31,6 +42,14 @@ class PatientRecord:
     patient_birth_date: str | None = None  # (0010,0030) DA
     patient_birth_time: str | None = None  # (0010,0032) TM
     patient_sex: str | None = None  # (0010,0040) CS
+    #: derived from patient_name (any value given is replaced): fuzzy matching
+    patient_name_fuzzy: str | None = None
+    #: DICOM JSON (PS3.18 F.2) of this level's attributes, bulk data left out
+    #: (``dicomcloud.domain.level_json``): QIDO-RS ``includefield`` without the file
+    attributes: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patient_name_fuzzy", folded_name(self.patient_name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +68,15 @@ class StudyRecord:
     patient_age: str | None = None  # (0010,1010) AS
     patient_size: float | None = None  # (0010,1020) DS
     patient_weight: float | None = None  # (0010,1030) DS
+    #: derived from referring_physician_name (any value given is replaced)
+    referring_physician_name_fuzzy: str | None = None
+    #: DICOM JSON (PS3.18 F.2) of this level's attributes, bulk data left out
+    #: (``dicomcloud.domain.level_json``): QIDO-RS ``includefield`` without the file
+    attributes: str | None = None
+
+    def __post_init__(self) -> None:
+        folded = folded_name(self.referring_physician_name)
+        object.__setattr__(self, "referring_physician_name_fuzzy", folded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +95,9 @@ class SeriesRecord:
     protocol_name: str | None = None  # (0018,1030) LO
     performed_procedure_step_start_date: str | None = None  # (0040,0244) DA
     performed_procedure_step_start_time: str | None = None  # (0040,0245) TM
+    #: DICOM JSON (PS3.18 F.2) of this level's attributes, bulk data left out
+    #: (``dicomcloud.domain.level_json``): QIDO-RS ``includefield`` without the file
+    attributes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +136,9 @@ class InstanceRecord:
     rescale_type: str | None = None  # (0028,1054) LO
     window_center: str | None = None  # (0028,1050) DS, multi-valued
     window_width: str | None = None  # (0028,1051) DS, multi-valued
+    #: DICOM JSON (PS3.18 F.2) of this level's attributes, bulk data left out
+    #: (``dicomcloud.domain.level_json``): QIDO-RS ``includefield`` without the file
+    attributes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

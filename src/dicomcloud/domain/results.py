@@ -18,14 +18,17 @@ from dicomcloud.domain.query import QueryLevel
 from dicomcloud.domain.records import InstanceRecord, PatientRecord, SeriesRecord, StudyRecord
 
 __all__ = [
+    "FOLDED",
     "INSTANCE_FIELDS",
     "LEVEL_FIELDS",
     "MODALITIES_IN_STUDY",
+    "PATIENT_FIELDS",
     "PN",
     "SERIES_FIELDS",
     "STUDY_FIELDS",
     "FieldRef",
     "InstanceResult",
+    "PatientResult",
     "SearchResult",
     "SeriesResult",
     "StudyResult",
@@ -48,9 +51,22 @@ class FieldRef:
 #: Value Representation of person names (PS3.5 6.2): matched per component group.
 PN: Final = "PN"
 
+#: A PN field ``name`` has its folded form (fuzzy matching) in field ``name + FOLDED``.
+FOLDED: Final = "_fuzzy"
+
 #: ModalitiesInStudy (0008,0061) is not stored on the study: a study matches when one of
 #: its series has a matching Modality (PS3.4 C.6.1.1.3.1).
 MODALITIES_IN_STUDY: Final = "ModalitiesInStudy"
+
+#: Patient-level matching keys (PS3.4 C.6.1.1.2, Patient Root only).
+PATIENT_FIELDS: Final[Mapping[str, FieldRef]] = {
+    "PatientName": FieldRef("patient", "patient_name", "PN"),
+    "PatientID": FieldRef("patient", "patient_id", "LO"),
+    "IssuerOfPatientID": FieldRef("patient", "issuer_of_patient_id", "LO"),
+    "PatientBirthDate": FieldRef("patient", "patient_birth_date", "DA"),
+    "PatientBirthTime": FieldRef("patient", "patient_birth_time", "TM"),
+    "PatientSex": FieldRef("patient", "patient_sex", "CS"),
+}
 
 #: Study-level matching keys stored on the study or patient records (PS3.4 C.6.1.1.2/3).
 STUDY_FIELDS: Final[Mapping[str, FieldRef]] = {
@@ -103,10 +119,22 @@ INSTANCE_FIELDS: Final[Mapping[str, FieldRef]] = {
 #: The stored matching keys of each level: a series or instance search may also match
 #: on the attributes of the levels above (PS3.18 10.6.1.2, PS3.4 C.2.2.1 relational).
 LEVEL_FIELDS: Final[Mapping[QueryLevel, Mapping[str, FieldRef]]] = {
+    QueryLevel.PATIENT: PATIENT_FIELDS,
     QueryLevel.STUDY: STUDY_FIELDS,
     QueryLevel.SERIES: {**STUDY_FIELDS, **SERIES_FIELDS},
     QueryLevel.IMAGE: {**STUDY_FIELDS, **SERIES_FIELDS, **INSTANCE_FIELDS},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PatientResult:
+    """One patient of a PATIENT-level C-FIND (PS3.4 C.6.1.1.2) with the computed
+    NumberOfPatientRelatedStudies, -Series and -Instances (PS3.4 C.3.2)."""
+
+    patient: PatientRecord
+    number_of_studies: int
+    number_of_series: int
+    number_of_instances: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,4 +177,4 @@ class InstanceResult:
 
 
 #: Any one result of a search.
-SearchResult = StudyResult | SeriesResult | InstanceResult
+SearchResult = PatientResult | StudyResult | SeriesResult | InstanceResult

@@ -1,4 +1,4 @@
-"""Event buses (chosen by URL) and the outbox relay that feeds them."""
+"""Event buses (chosen by URL) and the outbox relay that feeds them (docs/events.md)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,20 @@ __all__ = ["MemoryEventBus", "OutboxRelay", "open_event_bus"]
 
 
 def open_event_bus(url: str) -> EventBus:
-    """The event bus for ``url`` (``memory://`` runs in-process)."""
+    """The event bus for ``url``: ``memory://`` (in-process), ``redis://`` /
+    ``rediss://`` (Redis Streams) or ``kafka://`` (Kafka).  Opening connects to
+    nothing: a broker that is down delays events (the outbox keeps them), not start-up."""
     scheme = urlparse(url).scheme
     if scheme == "memory":
         return MemoryEventBus()
-    raise ConfigurationError(f"events.url scheme {scheme!r} is not supported (use memory://)")
+    if scheme in ("redis", "rediss"):
+        from dicomcloud.events.redis_streams import RedisStreamsEventBus
+
+        return RedisStreamsEventBus.from_url(url)
+    if scheme == "kafka":
+        from dicomcloud.events.kafka import KafkaEventBus
+
+        return KafkaEventBus.from_url(url)
+    raise ConfigurationError(
+        f"events.url scheme {scheme!r} is not supported (use memory://, redis:// or kafka://)"
+    )

@@ -57,18 +57,16 @@ class OutboxRelay:
             await self.relay_once()  # drain what is committed, best effort
 
     async def relay_once(self) -> int:
-        """Publish one batch; return how many messages were relayed."""
+        """Publish one batch; return how many messages were relayed.  The batch is
+        deleted from the outbox only once the bus took all of it (if it fails half
+        way, the next attempt publishes the whole batch again: at least once)."""
         messages = await self._index.fetch_outbox(self._batch)
-        done: list[int] = []
-        try:
-            for message in messages:
-                await self._bus.publish(message.topic, message.key, message.payload)
-                done.append(message.id)
-        finally:
-            if done:
-                await self._index.mark_published(done)
-                self.relayed += len(done)
-        return len(done)
+        if not messages:
+            return 0
+        await self._bus.publish_many([(m.topic, m.key, m.payload) for m in messages])
+        await self._index.mark_published([m.id for m in messages])
+        self.relayed += len(messages)
+        return len(messages)
 
     async def _run(self) -> None:
         backoff = self._idle

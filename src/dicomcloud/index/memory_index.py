@@ -12,8 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
-from dicomcloud.domain.patterns import literal, person_name_forms, to_regex, wildcard
+from dicomcloud.domain.extended_tags import ExtendedTag, replacements
+from dicomcloud.domain.patterns import (
+    fold,
+    fold_pattern,
+    literal,
+    person_name_forms,
+    to_regex,
+    wildcard,
+)
 from dicomcloud.domain.query import (
+    MIDNIGHT,
+    DateTimeRange,
     Match,
     Query,
     QueryError,
@@ -38,12 +48,13 @@ from dicomcloud.domain.results import (
     MODALITIES_IN_STUDY,
     PN,
     InstanceResult,
+    PatientResult,
     SeriesResult,
     StudyResult,
 )
 from dicomcloud.errors import IdentityConflict, IndexUnavailable
 from dicomcloud.index.sql_index import ordered
-from dicomcloud.ports import InstanceWrite, OutboxMessage
+from dicomcloud.ports import InstanceWrite, LevelCounts, OutboxMessage
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,6 +80,7 @@ def matches(node: Match, value: str | int | None, vr: str, *, fuzzy: bool) -> bo
     that ``dicomcloud.index.query_compiler`` compiles to SQL."""
     if isinstance(node, Universal):
         return True
+    assert not isinstance(node, DateTimeRange), "two values: see date_time_matches"
     if value is None:
         return False
     if isinstance(node, UidList):
@@ -76,6 +88,8 @@ def matches(node: Match, value: str | int | None, vr: str, *, fuzzy: bool) -> bo
     if isinstance(value, int):  # IS/US: single value matching only (parse_qido)
         return isinstance(node, SingleValue) and value == int(node.value)
     if isinstance(node, Range):
+        if node.low is not None and node.high is not None and node.low > node.high:
+            return value >= node.low or value <= node.high  # across midnight (TM)
         return (node.low is None or value >= node.low) and (node.high is None or value <= node.high)
     if vr != PN:
         if isinstance(node, SingleValue):
@@ -83,16 +97,30 @@ def matches(node: Match, value: str | int | None, vr: str, *, fuzzy: bool) -> bo
         return to_regex(wildcard(node.pattern)).fullmatch(value) is not None
     assert isinstance(node, SingleValue | Wildcard)
     pattern = literal(node.value) if isinstance(node, SingleValue) else wildcard(node.pattern)
-    if fuzzy:  # PS3.4 C.2.2.2.6; lower() on both sides, as in SQL
-        value = value.lower()
-        pattern = tuple(p.lower() if isinstance(p, str) else p for p in pattern)
+    if fuzzy:  # PS3.4 C.2.2.2.6: case, accents and width folded on both sides
+        value = fold(value)
+        pattern = fold_pattern(pattern)
     return any(to_regex(form).fullmatch(value) for form in person_name_forms(pattern))
+
+
+def date_time_matches(node: DateTimeRange, date: str | None, time: str | None) -> bool:
+    """Combined date-time range matching (PS3.4 C.2.2.2.5.1): the reference semantics
+    of ``query_compiler.date_time_condition``; a missing time counts as midnight."""
+    if date is None:
+        return False
+    moment = (date, time or MIDNIGHT)
+    return (node.low is None or moment >= node.low) and (node.high is None or moment <= node.high)
 
 
 class MemoryIndex:
     """``dicomcloud.ports.Index`` in process memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, extended_tags: Sequence[ExtendedTag] = ()) -> None:
+        """An empty index; ``extended_tags`` are the configured extended query tags
+        (``dicomcloud.domain.extended_tags``) whose values it keeps."""
+        self._extended_tags = tuple(extended_tags)
+        #: (tenant, level, level UID, tag key) -> values
+        self._extended: dict[tuple[str, str, str, str], tuple[str | int, ...]] = {}
         self._patients: dict[_Key, PatientRecord] = {}
         self._studies: dict[_Key, StudyRecord] = {}
         self._series: dict[_Key, SeriesRecord] = {}
@@ -162,6 +190,7 @@ class MemoryIndex:
             message = OutboxMessage(self._next_id, INSTANCE_STORED, event.key, event.to_json())
             self._outbox[self._next_id] = message
             self._next_id += 1
+        self._extended.update(replacements(self._extended_tags, (e for e, _ in effective)))
         return outcomes
 
     async def get_instance(self, tenant_id: str, sop_instance_uid: str) -> InstanceRecord | None:
@@ -189,6 +218,39 @@ class MemoryIndex:
         """How many instances the tenant has."""
         self._check_open()
         return sum(1 for tenant, _ in self._instances if tenant == tenant_id)
+
+    async def count_levels(self, tenant_id: str) -> LevelCounts:
+        """How many studies, series and instances the tenant has."""
+        self._check_open()
+
+        def count(records: dict[_Key, Any]) -> int:
+            return sum(1 for tenant, _ in records if tenant == tenant_id)
+
+        return LevelCounts(count(self._studies), count(self._series), count(self._instances))
+
+    async def count_all_instances(self) -> int:
+        """How many instances the index holds, all tenants together."""
+        self._check_open()
+        return len(self._instances)
+
+    async def instance_page(
+        self, after: tuple[str, str] | None, limit: int
+    ) -> list[InstanceRecord]:
+        """Up to ``limit`` instances after ``(tenant, SOP Instance UID)`` in that order."""
+        self._check_open()
+        keys = sorted(k for k in self._instances if after is None or k > after)
+        return [self._instances[k] for k in keys[:limit]]
+
+    async def refresh_derived(self, extracted: Sequence[ExtractedInstance]) -> None:
+        """Rewrite the stored attributes (the folded names are derived by the records)
+        of these instances and of their patient, study and series."""
+        self._check_open()
+        for item in extracted:
+            _refresh(self._patients, item.patient, item.patient.patient_id)
+            _refresh(self._studies, item.study, item.study.study_instance_uid)
+            _refresh(self._series, item.series, item.series.series_instance_uid)
+            _refresh(self._instances, item.instance, item.instance.sop_instance_uid)
+        self._extended.update(replacements(self._extended_tags, extracted))
 
     def _page(
         self,
@@ -222,6 +284,36 @@ class MemoryIndex:
         found["study"] = record
         found["patient"] = self._patients.get((tenant_id, record.patient_id))
         return found
+
+    async def search_patients(self, tenant_id: str, query: Query) -> list[PatientResult]:
+        """Patients matching ``query``; same order and semantics as ``SqlIndex``."""
+        self._check_open()
+        candidates = [
+            {"patient": patient}
+            for (tenant, _), patient in self._patients.items()
+            if tenant == tenant_id
+        ]
+        page = self._page(query, candidates, lambda c: (c["patient"].patient_id,), {})
+        results = []
+        for found in page:
+            patient_id = found["patient"].patient_id
+            studies = {
+                uid
+                for (t, uid), st in self._studies.items()
+                if t == tenant_id and st.patient_id == patient_id
+            }
+            series = sum(
+                1
+                for (t, _), se in self._series.items()
+                if t == tenant_id and se.study_instance_uid in studies
+            )
+            instances = sum(
+                1
+                for (t, _), i in self._instances.items()
+                if t == tenant_id and i.study_instance_uid in studies
+            )
+            results.append(PatientResult(found["patient"], len(studies), series, instances))
+        return results
 
     async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
         """Studies matching ``query``; same order and semantics as ``SqlIndex``."""
@@ -310,15 +402,21 @@ class MemoryIndex:
         )
         return [InstanceResult(c["instance"], c["series"], c["study"], c["patient"]) for c in page]
 
-    @staticmethod
     def _matches(
+        self,
         query: Query,
         records: Mapping[str, Any],
         series_of: Mapping[str, list[SeriesRecord]],
     ) -> bool:
         """Whether the records (by level) satisfy every matching key of ``query``."""
         fields = LEVEL_FIELDS[query.level]
+        extended = {tag.key: tag for tag in query.extended}
         for node in query.matches:
+            tag = extended.get(node.keyword)
+            if tag is not None:
+                if not self._extended_matches(node, tag, records):
+                    return False
+                continue
             if node.keyword == MODALITIES_IN_STUDY and query.level is QueryLevel.STUDY:
                 if isinstance(node, Universal):
                     continue
@@ -326,6 +424,14 @@ class MemoryIndex:
                 if not any(
                     matches(node, se.modality, "CS", fuzzy=query.fuzzy) for se in study_series
                 ):
+                    return False
+                continue
+            if isinstance(node, DateTimeRange):
+                date, time = (
+                    MemoryIndex._value(query, records, keyword)
+                    for keyword in (node.keyword, node.time_keyword)
+                )
+                if not date_time_matches(node, date, time):
                     return False
                 continue
             ref = fields.get(node.keyword)
@@ -338,6 +444,24 @@ class MemoryIndex:
             if not matches(node, value, ref.vr, fuzzy=query.fuzzy):
                 return False
         return True
+
+    def _extended_matches(self, node: Match, tag: ExtendedTag, records: Mapping[str, Any]) -> bool:
+        """Whether one value of an extended query tag, in the record of its level,
+        satisfies ``node`` (``query_compiler``: an EXISTS on ``extended_tag_value``)."""
+        if isinstance(node, Universal):
+            return True
+        record = records[tag.level]
+        uid = getattr(record, _LEVEL_UID[tag.level])
+        values = self._extended.get((record.tenant_id, tag.level, uid, tag.key), ())
+        return any(matches(node, value, tag.vr, fuzzy=False) for value in values)
+
+    @staticmethod
+    def _value(query: Query, records: Mapping[str, Any], keyword: str) -> Any:
+        ref = LEVEL_FIELDS[query.level].get(keyword)
+        if ref is None:
+            raise QueryError(keyword, f"is not searchable at the {query.level.value} level")
+        record = records[ref.level]
+        return None if record is None else getattr(record, ref.name)
 
     async def fetch_outbox(self, limit: int) -> list[OutboxMessage]:
         self._check_open()
@@ -353,6 +477,21 @@ class MemoryIndex:
 
     async def close(self) -> None:
         self._closed = True
+
+
+_LEVEL_UID = {
+    "study": "study_instance_uid",
+    "series": "series_instance_uid",
+    "instance": "sop_instance_uid",
+}
+
+
+def _refresh(store: dict[_Key, T], record: Any, key: str) -> None:
+    """Replace the stored attributes of one record (``refresh_derived``)."""
+    found = (record.tenant_id, key)
+    old = store.get(found)
+    if old is not None:
+        store[found] = dataclasses.replace(old, attributes=record.attributes)  # type: ignore[type-var]
 
 
 def _number_then_uid(number: int | None, uid: str) -> tuple[bool, int, str]:

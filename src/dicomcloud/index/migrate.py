@@ -47,9 +47,25 @@ def _upgrade(connection: Connection, revision: str) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+        if backend == "sqlite" and not _has_statistics(connection):
+            # Planner statistics for a database filled before statistics were kept (a
+            # bulk load, an older version); the writer refreshes them as the index
+            # grows (unit_of_work._analyze).
+            connection.exec_driver_sql("ANALYZE")
     finally:
         if backend in ("mysql", "mariadb"):
             connection.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": _MYSQL_LOCK_NAME})
+
+
+def _has_statistics(connection: Connection) -> bool:
+    """Whether SQLite has planner statistics of the study table (none while empty)."""
+    found = connection.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+    ).first()
+    if found is None:
+        return False
+    rows = connection.exec_driver_sql("SELECT 1 FROM sqlite_stat1 WHERE tbl = 'study' LIMIT 1")
+    return rows.first() is not None
 
 
 async def migrate_engine(engine: AsyncEngine, revision: str = "head") -> None:

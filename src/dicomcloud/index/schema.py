@@ -31,8 +31,12 @@ AS = 4
 DA = 8
 TM = 16
 PN = 64 * 3 + 2  # three component groups joined by "="
+#: folded copy of a PN for fuzzy matching (``dicomcloud.domain.records.FOLDED_PN_LENGTH``)
+FOLDED_PN = 2 * PN
 #: multi-valued strings (ImageType, WindowCenter...) keep their backslashes
 MULTI = 1024
+#: an extended query tag value (``dicomcloud.domain.extended_tags.MAX_VALUE_LENGTH``)
+EXTENDED_VALUE = 256
 #: BlobStore keys are built from tenant and UIDs
 BLOB_KEY = 512
 
@@ -82,6 +86,12 @@ def _float(name: str) -> sa.Column[float]:
     return sa.Column(name, sa.Double(), nullable=True)
 
 
+def _attributes() -> sa.Column[str]:
+    """DICOM JSON of the level's attributes (``dicomcloud.domain.level_json``)."""
+    kind = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+    return sa.Column("attributes", kind, nullable=True)
+
+
 def _stamps() -> list[sa.Column[Any]]:
     return [
         sa.Column("created_at", timestamp_type(), nullable=False),
@@ -99,6 +109,8 @@ patient = sa.Table(
     _text("patient_birth_date", DA),
     _text("patient_birth_time", TM),
     _text("patient_sex", CS),
+    _text("patient_name_fuzzy", FOLDED_PN),
+    _attributes(),
     *_stamps(),
     sa.PrimaryKeyConstraint("tenant_id", "patient_id"),
     **MYSQL_TABLE_ARGS,
@@ -119,10 +131,14 @@ study = sa.Table(
     _text("patient_age", AS),
     _float("patient_size"),
     _float("patient_weight"),
+    _text("referring_physician_name_fuzzy", FOLDED_PN),
+    _attributes(),
     *_stamps(),
     sa.PrimaryKeyConstraint("tenant_id", "study_instance_uid"),
     sa.Index(None, "tenant_id", "patient_id"),
     sa.Index(None, "tenant_id", "study_date"),
+    # + ix_study_list_order, an expression index in the study-list order on PostgreSQL
+    # and SQLite, created by migration 0003 only (Alembic does not compare expressions)
     sa.Index(None, "tenant_id", "accession_number"),
     **MYSQL_TABLE_ARGS,
 )
@@ -142,9 +158,11 @@ series = sa.Table(
     _text("protocol_name", LO),
     _text("performed_procedure_step_start_date", DA),
     _text("performed_procedure_step_start_time", TM),
+    _attributes(),
     *_stamps(),
     sa.PrimaryKeyConstraint("tenant_id", "series_instance_uid"),
-    sa.Index(None, "tenant_id", "study_instance_uid"),
+    # ModalitiesInStudy from the index alone (migration 0003)
+    sa.Index(None, "tenant_id", "study_instance_uid", "modality"),
     sa.Index(None, "tenant_id", "modality"),
     **MYSQL_TABLE_ARGS,
 )
@@ -183,10 +201,29 @@ instance = sa.Table(
     _text("rescale_type", LO),
     _text("window_center", MULTI),
     _text("window_width", MULTI),
+    _attributes(),
     *_stamps(),
     sa.PrimaryKeyConstraint("tenant_id", "sop_instance_uid"),
     sa.Index(None, "tenant_id", "series_instance_uid"),
     sa.Index(None, "tenant_id", "study_instance_uid"),
+    **MYSQL_TABLE_ARGS,
+)
+
+#: Values of the extended query tags a tenant configured
+#: (``dicomcloud.domain.extended_tags``): one row per value of a tag in the record of
+#: its level (``uid`` is that level's UID); integers are also kept as numbers.
+extended_tag_value = sa.Table(
+    "extended_tag_value",
+    metadata,
+    _tenant(),
+    sa.Column("level", sa.String(8), nullable=False),
+    _uid("uid"),
+    sa.Column("tag", sa.String(LO), nullable=False),
+    sa.Column("value_string", sa.String(EXTENDED_VALUE), nullable=False),
+    sa.Column("value_number", sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint("tenant_id", "level", "uid", "tag", "value_string"),
+    sa.Index(None, "tenant_id", "tag", "value_string"),
+    sa.Index(None, "tenant_id", "tag", "value_number"),
     **MYSQL_TABLE_ARGS,
 )
 
@@ -208,5 +245,63 @@ outbox = sa.Table(
     sa.Column("created_at", timestamp_type(), nullable=False),
     # Ids must only grow, also after the newest rows were published and deleted.
     sqlite_autoincrement=True,
+    **MYSQL_TABLE_ARGS,
+)
+
+#: API keys for machines (``dicomcloud.security.api_keys``): only a digest of the secret.
+api_key = sa.Table(
+    "api_key",
+    metadata,
+    sa.Column(
+        "key_id",
+        sa.String(32).with_variant(
+            mysql.VARCHAR(32, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+        ),
+        primary_key=True,
+    ),
+    sa.Column("tenant_id", sa.String(TENANT_ID_LENGTH), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("permissions", sa.String(64), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", timestamp_type(), nullable=False),
+    sa.Column("revoked_at", timestamp_type(), nullable=True),
+    sa.Column("last_used_at", timestamp_type(), nullable=True),
+    sa.Index(None, "tenant_id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+#: The audit trail (``dicomcloud.domain.access.AccessRecord``): one row per DICOMweb
+#: request and per DIMSE association or operation; UID lists are backslash-separated
+#: (the PS3.5 6.2 multi-value delimiter).  Never holds a credential.
+access_log = sa.Table(
+    "access_log",
+    metadata,
+    _tenant(),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("time", timestamp_type(), nullable=False),
+    sa.Column("node_id", sa.String(128), nullable=False),
+    sa.Column("protocol", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("principal", sa.String(256), nullable=False),
+    _text("peer", 64),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("duration_ms", sa.Double(), nullable=False),
+    sa.Column("bytes_in", sa.BigInteger(), nullable=False),
+    sa.Column("bytes_out", sa.BigInteger(), nullable=False),
+    _text("method", 16),
+    _text("path", 1024),
+    _text("query", 2048),
+    _text("user_agent", 512),
+    _text("called_ae", 16),
+    sa.Column("study_uids", sa.Text(), nullable=True),
+    sa.Column("series_uids", sa.Text(), nullable=True),
+    sa.Column("sop_instance_uids", sa.Text(), nullable=True),
+    sa.Column("instances", sa.Integer(), nullable=False),
+    sa.Column("operations", sa.Integer(), nullable=False),
+    _text("detail", 1024),
+    sa.PrimaryKeyConstraint("tenant_id", "event_id"),
+    sa.Index(None, "tenant_id", "time"),
+    sa.Index(None, "time"),
     **MYSQL_TABLE_ARGS,
 )

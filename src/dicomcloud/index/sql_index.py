@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
+from dicomcloud.domain.extended_tags import ExtendedTag, Replacements, replacements
 from dicomcloud.domain.query import Query, QueryLevel
 from dicomcloud.domain.records import (
     DuplicatePolicy,
@@ -32,13 +33,13 @@ from dicomcloud.domain.records import (
     StoreOutcome,
     StudyRecord,
 )
-from dicomcloud.domain.results import InstanceResult, SeriesResult, StudyResult
+from dicomcloud.domain.results import InstanceResult, PatientResult, SeriesResult, StudyResult
 from dicomcloud.errors import IdentityConflict
 from dicomcloud.index import schema, unit_of_work
 from dicomcloud.index.engine import create_engine_for
 from dicomcloud.index.migrate import migrate_engine
 from dicomcloud.index.query_compiler import TABLES, query_conditions
-from dicomcloud.ports import InstanceWrite, OutboxMessage
+from dicomcloud.ports import InstanceWrite, LevelCounts, OutboxMessage
 
 R = TypeVar("R")
 
@@ -48,6 +49,11 @@ SERIES_FIELDS = tuple(f.name for f in dataclasses.fields(SeriesRecord))
 INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceRecord))
 
 _Key = tuple[str, str]
+
+#: Written, but read only when asked for (``Query.with_attributes``) or never (the folded
+#: names are derived again by the records).
+_WRITE_ONLY = frozenset({"attributes", "patient_name_fuzzy", "referring_physician_name_fuzzy"})
+INSTANCE_READ = tuple(name for name in INSTANCE_FIELDS if name not in _WRITE_ONLY)
 
 #: Columns and record type of each level, for reading joined search rows.
 _LEVEL_COLUMNS: Mapping[str, tuple[str, ...]] = {
@@ -64,6 +70,7 @@ _RECORD_TYPES: Mapping[str, type[Any]] = {
 }
 #: The levels read by a search: the searched one and every one above it.
 _SEARCHED_LEVELS: Mapping[QueryLevel, tuple[str, ...]] = {
+    QueryLevel.PATIENT: ("patient",),
     QueryLevel.STUDY: ("study", "patient"),
     QueryLevel.SERIES: ("series", "study", "patient"),
     QueryLevel.IMAGE: ("instance", "series", "study", "patient"),
@@ -80,7 +87,7 @@ _SERIES_PARENTS = sa.select(
     schema.series.c.tenant_id == sa.bindparam("tenant_id"),
     schema.series.c.series_instance_uid.in_(sa.bindparam("uids", expanding=True)),
 )
-_INSTANCE = sa.select(*(schema.instance.c[name] for name in INSTANCE_FIELDS)).where(
+_INSTANCE = sa.select(*(schema.instance.c[name] for name in INSTANCE_READ)).where(
     schema.instance.c.tenant_id == sa.bindparam("tenant_id"),
     schema.instance.c.sop_instance_uid == sa.bindparam("sop_instance_uid"),
 )
@@ -106,7 +113,7 @@ def _merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
 
 
 def instance_record(row: Mapping[Any, Any]) -> InstanceRecord:
-    return InstanceRecord(**{name: row[name] for name in INSTANCE_FIELDS})
+    return InstanceRecord(**{name: row[name] for name in INSTANCE_READ})
 
 
 def ordered(records: Iterable[InstanceRecord]) -> list[InstanceRecord]:
@@ -126,10 +133,13 @@ def ordered(records: Iterable[InstanceRecord]) -> list[InstanceRecord]:
 class SqlIndex:
     """``dicomcloud.ports.Index`` on a relational database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, extended_tags: Sequence[ExtendedTag] = ()) -> None:
         """An index on ``engine`` (``create_engine_for``); on SQLite, units of work run on
-        a synchronous twin of the engine in worker threads (``unit_of_work``)."""
+        a synchronous twin of the engine in worker threads (``unit_of_work``).
+        ``extended_tags`` are the configured extended query tags whose values it keeps
+        (``dicomcloud.domain.extended_tags``)."""
         self._engine = engine
+        self._extended_tags = tuple(extended_tags)
         self._runner = unit_of_work.runner_for(engine)
         self._dialect = engine.dialect.name
         self._upserts = {
@@ -140,9 +150,9 @@ class SqlIndex:
         }
 
     @classmethod
-    def from_url(cls, url: str) -> SqlIndex:
+    def from_url(cls, url: str, extended_tags: Sequence[ExtendedTag] = ()) -> SqlIndex:
         """An index on the database at ``url`` (no connection is made yet)."""
-        return cls(create_engine_for(url))
+        return cls(create_engine_for(url), extended_tags)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -203,6 +213,8 @@ class SqlIndex:
 
         self._upsert_levels(conn, effective, now)
         self._check_series_parents(conn, effective)
+        # After the upserts: the level rows are locked, concurrent batches wait here.
+        _write_extended(conn, replacements(self._extended_tags, effective))
 
         if new_rows:
             rows = [{**row, "created_at": now, "updated_at": now} for row in new_rows.values()]
@@ -362,7 +374,7 @@ class SqlIndex:
         """The instances of a study (or of one of its series), in series and
         InstanceNumber order."""
         table = schema.instance
-        query = sa.select(*(table.c[name] for name in INSTANCE_FIELDS)).where(
+        query = sa.select(*(table.c[name] for name in INSTANCE_READ)).where(
             table.c.tenant_id == tenant_id, table.c.study_instance_uid == study_instance_uid
         )
         if series_instance_uid is not None:
@@ -383,6 +395,87 @@ class SqlIndex:
             return int(conn.execute(query).scalar_one())
 
         return await self._runner.run(work, what="counting instances")
+
+    async def count_levels(self, tenant_id: str) -> LevelCounts:
+        """How many studies, series and instances the tenant has (three index-only
+        counts on the tenant-leading primary keys)."""
+        queries = [
+            sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
+            for table in (schema.study, schema.series, schema.instance)
+        ]
+
+        def work(conn: Connection) -> LevelCounts:
+            studies, series, instances = (int(conn.execute(q).scalar_one()) for q in queries)
+            return LevelCounts(studies, series, instances)
+
+        return await self._runner.run(work, what="counting studies, series and instances")
+
+    async def count_all_instances(self) -> int:
+        """How many instances the index holds, all tenants together."""
+        query = sa.select(sa.func.count()).select_from(schema.instance)
+
+        def work(conn: Connection) -> int:
+            return int(conn.execute(query).scalar_one())
+
+        return await self._runner.run(work, what="counting instances")
+
+    async def instance_page(
+        self, after: tuple[str, str] | None, limit: int
+    ) -> list[InstanceRecord]:
+        """Up to ``limit`` instances after ``(tenant, SOP Instance UID)`` in that order
+        (keyset paging over the primary key, for ``dicomcloud reindex``)."""
+        table = schema.instance
+        tenant, uid = table.c.tenant_id, self._code_points(table.c.sop_instance_uid)
+        query = sa.select(*(table.c[name] for name in INSTANCE_READ))
+        if after is not None:
+            query = query.where(
+                sa.or_(tenant > after[0], sa.and_(tenant == after[0], uid > after[1]))
+            )
+        query = query.order_by(self._code_points(tenant), uid).limit(limit)
+
+        def work(conn: Connection) -> list[InstanceRecord]:
+            return [instance_record(row) for row in conn.execute(query).mappings()]
+
+        return await self._runner.run(work, what="listing instances to reindex")
+
+    async def refresh_derived(self, extracted: Sequence[ExtractedInstance]) -> None:
+        """Rewrite the derived search columns (``_WRITE_ONLY``) of these instances and
+        of their patient, study and series rows, and the values of the extended query
+        tags (``dicomcloud reindex`` after a tag was configured); nothing else changes."""
+        if not extracted:
+            return
+        levels = (
+            (schema.patient, "patient", ("patient_id",)),
+            (schema.study, "study", ("study_instance_uid",)),
+            (schema.series, "series", ("series_instance_uid",)),
+            (schema.instance, "instance", ("sop_instance_uid",)),
+        )
+        statements = []
+        for table, level, keys in levels:
+            derived = [c.name for c in table.columns if c.name in _WRITE_ONLY]
+            rows: dict[tuple[str, ...], dict[str, Any]] = {}
+            for item in extracted:
+                record = getattr(item, level)
+                key = (record.tenant_id, *(getattr(record, k) for k in keys))
+                rows[key] = {
+                    **{f"k_{k}": getattr(record, k) for k in ("tenant_id", *keys)},
+                    **{name: getattr(record, name) for name in derived},
+                }
+            statement = (
+                sa.update(table)
+                .where(*(table.c[k] == sa.bindparam(f"k_{k}") for k in ("tenant_id", *keys)))
+                .values({name: sa.bindparam(name) for name in derived})
+            )
+            statements.append((statement, [rows[key] for key in sorted(rows)]))
+
+        extended = replacements(self._extended_tags, extracted)
+
+        def work(conn: Connection) -> None:
+            for statement, params in statements:
+                conn.execute(statement, params)
+            _write_extended(conn, extended)
+
+        await self._runner.run(work, write=True, what=f"reindexing {len(extracted)} instance(s)")
 
     def _code_points(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
         """``column`` ordered by code point, as on SQLite and MySQL (binary collations)."""
@@ -408,19 +501,20 @@ class SqlIndex:
                 ),
             )
         study, patient = schema.study, schema.patient
-        joined = joined.outerjoin(
-            patient,
-            sa.and_(
-                patient.c.tenant_id == study.c.tenant_id,
-                patient.c.patient_id == study.c.patient_id,
-            ),
-        )
+        if query.level is not QueryLevel.PATIENT:
+            joined = joined.outerjoin(
+                patient,
+                sa.and_(
+                    patient.c.tenant_id == study.c.tenant_id,
+                    patient.c.patient_id == study.c.patient_id,
+                ),
+            )
         statement = (
             sa.select(
                 *(
                     TABLES[level].c[name].label(f"{level}__{name}")
                     for level in levels
-                    for name in _LEVEL_COLUMNS[level]
+                    for name in _read_columns(level, query)
                 )
             )
             .select_from(joined)
@@ -443,13 +537,29 @@ class SqlIndex:
         statement = self._search_statement(tenant_id, query, order)
 
         def work(conn: Connection) -> list[R]:
+            levels = {level: _read_columns(level, query) for level in _SEARCHED_LEVELS[query.level]}
             rows = [
-                {level: _search_record(row, level) for level in _SEARCHED_LEVELS[query.level]}
+                {level: _search_record(row, level, names) for level, names in levels.items()}
                 for row in conn.execute(statement).mappings()
             ]
             return results(conn, rows)
 
         return await self._runner.run(work, what=f"searching at the {query.level.value} level")
+
+    async def search_patients(self, tenant_id: str, query: Query) -> list[PatientResult]:
+        """Patients of ``tenant_id`` matching ``query`` (PS3.4 C.6.1.1.2), by PatientID;
+        the related-object counts are read for the page only."""
+        order = (self._code_points(schema.patient.c.patient_id),)
+
+        def results(conn: Connection, rows: list[dict[str, Any]]) -> list[PatientResult]:
+            ids = [row["patient"].patient_id for row in rows]
+            counts = _patient_counts(conn, tenant_id, ids)
+            return [
+                PatientResult(row["patient"], *counts.get(row["patient"].patient_id, (0, 0, 0)))
+                for row in rows
+            ]
+
+        return await self._search(tenant_id, query, order, results)
 
     async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
         """Studies of ``tenant_id`` matching ``query`` (PS3.18 10.6), in ``STUDY_ORDER``;
@@ -560,11 +670,69 @@ class SqlIndex:
 _Computed = tuple[int, int, set[str], set[str]]
 
 
-def _search_record(row: Mapping[Any, Any], level: str) -> Any:
+def _write_extended(conn: Connection, found: Replacements) -> None:
+    """Replace the stored values of extended query tags (one row per value)."""
+    if not found:
+        return
+    table = schema.extended_tag_value
+    keys = ("tenant_id", "level", "uid", "tag")
+    delete = sa.delete(table).where(*(table.c[k] == sa.bindparam(f"b_{k}") for k in keys))
+    ordered_keys = sorted(found)
+    conn.execute(
+        delete, [dict(zip((f"b_{k}" for k in keys), key, strict=True)) for key in ordered_keys]
+    )
+    rows = [
+        {
+            **dict(zip(keys, key, strict=True)),
+            "value_string": str(value),
+            "value_number": value if isinstance(value, int) else None,
+        }
+        for key in ordered_keys
+        for value in found[key]
+    ]
+    if rows:
+        conn.execute(sa.insert(table), rows)
+
+
+def _read_columns(level: str, query: Query) -> tuple[str, ...]:
+    """The columns of ``level`` a search reads."""
+    return tuple(
+        name
+        for name in _LEVEL_COLUMNS[level]
+        if name not in _WRITE_ONLY or (name == "attributes" and query.with_attributes)
+    )
+
+
+def _search_record(row: Mapping[Any, Any], level: str, names: Sequence[str]) -> Any:
     """The record of ``level`` in a joined search row (None: no patient row)."""
     if level == "patient" and row["patient__patient_id"] is None:
         return None
-    return _RECORD_TYPES[level](**{n: row[f"{level}__{n}"] for n in _LEVEL_COLUMNS[level]})
+    return _RECORD_TYPES[level](**{n: row[f"{level}__{n}"] for n in names})
+
+
+def _patient_counts(
+    conn: Connection, tenant_id: str, patient_ids: Sequence[str]
+) -> dict[str, tuple[int, int, int]]:
+    """NumberOfPatientRelatedStudies, -Series and -Instances (PS3.4 C.3.2) of each
+    patient: three grouped counts over the study index, for the page only."""
+    study, series, instance = schema.study, schema.series, schema.instance
+    found: dict[str, list[int]] = {pid: [0, 0, 0] for pid in patient_ids}
+    for chunk in _chunks(sorted(found), 1000):
+        for position, child in enumerate((None, series, instance)):
+            statement = sa.select(study.c.patient_id, sa.func.count()).where(
+                study.c.tenant_id == tenant_id, study.c.patient_id.in_(chunk)
+            )
+            if child is not None:
+                statement = statement.join(
+                    child,
+                    sa.and_(
+                        child.c.tenant_id == study.c.tenant_id,
+                        child.c.study_instance_uid == study.c.study_instance_uid,
+                    ),
+                )
+            for patient_id, number in conn.execute(statement.group_by(study.c.patient_id)):
+                found[patient_id][position] = int(number)
+    return {pid: (c[0], c[1], c[2]) for pid, c in found.items()}
 
 
 def _series_instance_counts(

@@ -158,6 +158,27 @@ class AsyncEngineRunner:
         """Nothing of its own: the engine belongs to the caller."""
 
 
+#: The writer refreshes the planner's statistics after this many write transactions,
+#: then after twice as many, and so on (``_analyze``).
+FIRST_ANALYZE_AFTER_WRITES = 2000
+
+
+def _analyze(conn: Connection) -> None:
+    """Refresh SQLite's planner statistics (a full ``ANALYZE``: ~0.7 s at a million
+    instances; ``analysis_limit`` samples only the first rows of each index, which makes
+    ``(tenant_id, patient_id)`` look unselective).  Without good statistics a selective
+    search (PatientID) walks the study-list index instead of its own
+    (docs/performance.md, "Search at scale").  The writer runs it after
+    ``FIRST_ANALYZE_AFTER_WRITES`` write transactions and each time their number has
+    doubled, so the index grows at most twofold between two refreshes while the cost
+    stays a vanishing share of the writes; a failure only costs plan quality."""
+    try:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+    except SQLAlchemyError as exc:
+        log.warning("ANALYZE failed: %s", exc)
+
+
 class SqliteRunner:
     """Units of work on a SQLite file, each in one thread hop (see the module notes)."""
 
@@ -172,6 +193,8 @@ class SqliteRunner:
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._guard = threading.Lock()
+        self._writes = 0  # by the writer thread only
+        self._analyze_at = FIRST_ANALYZE_AFTER_WRITES
 
     @property
     def engine(self) -> Engine:
@@ -218,8 +241,14 @@ class SqliteRunner:
     def _write(self, work: Callable[[Connection], T]) -> T:
         with self._engine.connect() as conn:
             conn = conn.execution_options(**{SQLITE_WRITE_OPTION: True})
-            with self._write_lock(), conn.begin():
-                return work(conn)
+            with self._write_lock():
+                with conn.begin():
+                    result = work(conn)
+                self._writes += 1
+                if self._writes >= self._analyze_at:
+                    _analyze(conn)
+                    self._analyze_at *= 2
+                return result
 
     def _open_lock_file(self) -> int:
         return os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from dicomcloud.domain.records import StoreOutcome
@@ -43,6 +43,9 @@ class GroupCommitter:
         self.commits = 0
         self.committed = 0
         self.on_commit: list[Callable[[], None]] = []
+        #: Awaited after a commit, before its writes are acknowledged (cache
+        #: invalidation: a read that follows the acknowledgement sees the write).
+        self.before_acknowledge: list[Callable[[Sequence[InstanceWrite]], Awaitable[None]]] = []
 
     async def start(self) -> None:
         if self._task is None:
@@ -99,6 +102,11 @@ class GroupCommitter:
             return
         self.commits += 1
         self.committed += len(batch)
+        for hook in self.before_acknowledge:
+            try:
+                await hook([p.write for p in batch])
+            except Exception:  # committed is committed: report, acknowledge anyway
+                log.exception("after-commit hook failed")
         for pending, outcome in zip(batch, outcomes, strict=True):
             if not pending.future.done():
                 pending.future.set_result(outcome)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from dicomcloud.domain.events import StoredEvent, node_id, utc_now_iso, uuid7
 from dicomcloud.domain.extraction import extract_instance
@@ -146,6 +147,47 @@ class IngestService:
         context: IngestContext,
     ) -> IngestResult:
         """Store one dataset received over DIMSE in its negotiated transfer syntax."""
+        prepared = self._prepare_dataset(dataset, transfer_syntax_uid, context)
+        if isinstance(prepared, IngestResult):
+            return prepared
+        return await self._write_and_index(prepared)
+
+    def prepare_dataset_blocking(
+        self,
+        dataset: bytes,
+        transfer_syntax_uid: str,
+        context: IngestContext,
+    ) -> IngestResult | PreparedStore:
+        """Everything before the index commit of a DIMSE dataset, in the calling thread.
+
+        Parses, validates and, where the blob store can write without an event loop,
+        writes the blob durably: a DIMSE association thread does this work itself
+        and hands only ``commit_prepared`` to the event loop (one thread hop instead
+        of several, and the loop stays free for other requests).  Returns the
+        failure as an ``IngestResult``, or what ``commit_prepared`` needs.
+        """
+        prepared = self._prepare_dataset(dataset, transfer_syntax_uid, context)
+        if isinstance(prepared, IngestResult) or not isinstance(self.blobs, BlockingPut):
+            return prepared
+        try:
+            size = self.blobs.put_blocking(
+                prepared.key, _chunks(prepared.parsed, prepared.source), if_absent=True
+            )
+        except DicomCloudError as exc:
+            return prepared.failed(exc)
+        if size is not None:
+            prepared.written = size
+        return prepared
+
+    async def commit_prepared(self, prepared: PreparedStore) -> IngestResult:
+        """The rest of ``prepare_dataset_blocking``'s store, on the event loop."""
+        return await self._write_and_index(prepared)
+
+    # -- the use-case -------------------------------------------------------------------
+
+    def _prepare_dataset(
+        self, dataset: bytes, transfer_syntax_uid: str, context: IngestContext
+    ) -> IngestResult | PreparedStore:
         try:
             ds = parse_dataset(dataset, transfer_syntax_uid)
         except InstanceRejected as exc:
@@ -159,13 +201,20 @@ class IngestService:
         except InstanceRejected as exc:
             return IngestResult(sop_class or None, sop_instance or None, failure=exc)
         parsed = ParsedObject(ds, transfer_syntax_uid, header, 0)
-        return await self._store(parsed, dataset, context)
-
-    # -- the use-case -------------------------------------------------------------------
+        return self._prepare(parsed, dataset, context)
 
     async def _store(
         self, parsed: ParsedObject, source: bytes | Path, context: IngestContext
     ) -> IngestResult:
+        prepared = self._prepare(parsed, source, context)
+        if isinstance(prepared, IngestResult):
+            return prepared
+        return await self._write_and_index(prepared)
+
+    def _prepare(
+        self, parsed: ParsedObject, source: bytes | Path, context: IngestContext
+    ) -> IngestResult | PreparedStore:
+        """Extract and validate what the index keeps (no I/O)."""
         ds = parsed.dataset
         sop_class = element_text(ds, "SOPClassUID") or None
         sop_instance = element_text(ds, "SOPInstanceUID") or None
@@ -194,52 +243,52 @@ class IngestService:
             ExtractionWarning("FileMetaInformation", note) for note in parsed.notes
         )
         try:
-            outcome, _key = await self._write_and_index(extracted, parsed, source, context)
+            key = _key_for(context, extracted)
+        except InstanceRejected as exc:
+            return _with(result, failure=exc)
+        return PreparedStore(extracted, parsed, source, context, result, warnings, key)
+
+    async def _write_and_index(self, prepared: PreparedStore) -> IngestResult:
+        inst = prepared.extracted.instance
+        try:
+            outcome = await self._write_and_index_unchecked(prepared)
         except InstanceRejected as exc:
             log.warning("instance %s not stored: %s", inst.sop_instance_uid, exc.reason)
-            return _with(result, failure=exc)
+            return _with(prepared.result, failure=exc)
         except DicomCloudError as exc:
-            log.error("instance %s not stored: %s", inst.sop_instance_uid, exc.reason)
-            return _with(result, failure=OutOfResources(exc.reason))
-        return _with(result, outcome=outcome, warnings=warnings)
+            return prepared.failed(exc)
+        return _with(prepared.result, outcome=outcome, warnings=prepared.warnings)
 
-    async def _write_and_index(
-        self,
-        extracted: ExtractedInstance,
-        parsed: ParsedObject,
-        source: bytes | Path,
-        context: IngestContext,
-    ) -> tuple[StoreOutcome, str]:
+    async def _write_and_index_unchecked(self, prepared: PreparedStore) -> StoreOutcome:
+        extracted, parsed, source, context = (
+            prepared.extracted,
+            prepared.parsed,
+            prepared.source,
+            prepared.context,
+        )
         inst = extracted.instance
-
-        def key_for(version: str = "") -> str:
-            try:
-                return instance_key(
-                    context.tenant_id,
-                    inst.study_instance_uid,
-                    inst.series_instance_uid,
-                    inst.sop_instance_uid,
-                    version,
-                )
-            except ValueError as exc:  # extraction validated the UIDs; a safety net
-                raise CannotUnderstand(str(exc)) from exc
-
         # The common case, a new instance, costs no index read: the file is created
         # only if its key is free.  A taken key means a stored instance (or the
         # leftover of an interrupted store, which the index does not know).
         existing = None
-        key = key_for()
-        size = await self.blobs.put(key, _chunks(parsed, source), if_absent=True)
+        key = prepared.key
+        size = prepared.written
+        if size is None:
+            size = await self.blobs.put(key, _chunks(parsed, source), if_absent=True)
         if size is None:
             existing = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
             if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
-                return StoreOutcome.DUPLICATE, existing.blob_key
+                return StoreOutcome.DUPLICATE
             if existing is not None:
                 # A replacement goes to a new key: the stored version stays intact
                 # until the index points at the new one.
-                key = key_for(uuid.uuid4().hex[:12])
+                key = _key_for(context, extracted, uuid.uuid4().hex[:12])
             size = await self.blobs.put(key, _chunks(parsed, source))
             assert size is not None
+        elif self.duplicate_policy is DuplicatePolicy.REPLACE:
+            # The unversioned key was free, yet an earlier replacement may be indexed
+            # under a versioned key: it is removed once the index points at this one.
+            existing = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
         record = _replace_instance(extracted, key, size)
         event = StoredEvent(
             event_id=str(uuid7()),
@@ -276,7 +325,52 @@ class IngestService:
             stored = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
             if stored is None or stored.blob_key != key:
                 await _quietly_delete(self.blobs, key)
-        return outcome, key
+        return outcome
+
+
+@runtime_checkable
+class BlockingPut(Protocol):
+    """A blob store that can also write from a thread without an event loop."""
+
+    def put_blocking(
+        self, key: str, chunks: Iterable[bytes | memoryview], *, if_absent: bool = False
+    ) -> int | None:
+        """``BlobStore.put``, blocking the calling thread."""
+        ...
+
+
+@dataclass(slots=True)
+class PreparedStore:
+    """A validated instance on its way to the index (see ``prepare_dataset_blocking``)."""
+
+    extracted: ExtractedInstance
+    parsed: ParsedObject
+    source: bytes | Path
+    context: IngestContext
+    result: IngestResult
+    warnings: tuple[ExtractionWarning, ...]
+    key: str
+    #: Size of the blob already written under ``key``; None: not written yet.
+    written: int | None = None
+
+    def failed(self, exc: DicomCloudError) -> IngestResult:
+        """The result for a storage or index failure (reported as out of resources)."""
+        log.error("instance %s not stored: %s", self.result.sop_instance_uid, exc.reason)
+        return _with(self.result, failure=OutOfResources(exc.reason))
+
+
+def _key_for(context: IngestContext, extracted: ExtractedInstance, version: str = "") -> str:
+    inst = extracted.instance
+    try:
+        return instance_key(
+            context.tenant_id,
+            inst.study_instance_uid,
+            inst.series_instance_uid,
+            inst.sop_instance_uid,
+            version,
+        )
+    except ValueError as exc:  # extraction validated the UIDs; a safety net
+        raise CannotUnderstand(str(exc)) from exc
 
 
 def _with(result: IngestResult, **changes: object) -> IngestResult:

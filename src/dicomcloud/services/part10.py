@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import BinaryIO
 import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -38,6 +39,21 @@ _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC
 IMPLEMENTATION_VERSION_NAME = f"DICOMCLOUD_{__version__}"[:16]
 _DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 DEFER_SIZE = 64 * 1024  # values above this stay on disk / in the buffer while parsing
+
+#: What pydicom raises for bytes it cannot read, while parsing or later, when a value
+#: is first converted (found by fuzzing: tests/property/test_fuzz_parsers.py).
+UNREADABLE_ERRORS: tuple[type[Exception], ...] = (
+    InvalidDicomError,
+    BytesLengthException,
+    EOFError,
+    ValueError,
+    KeyError,
+    OverflowError,
+    NotImplementedError,
+    struct.error,
+    TypeError,
+    zlib.error,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +119,10 @@ def _original_syntax(ds: Dataset) -> str:
     return str(ExplicitVRLittleEndian)
 
 
+#: Tag, VR, reserved bytes and 32-bit length of an explicit VR element (PS3.5 7.1.2).
+_LONGEST_ELEMENT_HEADER = 12
+
+
 def _check_complete(ds: Dataset, total: int | None, caught: list[warnings.WarningMessage]) -> None:
     """Refuse truncated objects: pydicom reads them silently (PS3.5 7.1 lengths).
 
@@ -135,6 +155,18 @@ def _check_complete(ds: Dataset, total: int | None, caught: list[warnings.Warnin
                 f"the DICOM object is truncated: element {raw.tag} declares {length} bytes, "
                 f"only {len(value)} present"
             )
+    # pydicom stops without a word when fewer bytes than an element header remain
+    # after the last element it could read: bytes that start an element and end early.
+    if tags and total is not None:
+        last = ds.get_item(tags[-1], keep_deferred=True)
+        length, tell = getattr(last, "length", None), getattr(last, "value_tell", None)
+        if length is not None and length != 0xFFFFFFFF and tell is not None:
+            left = total - (tell + length)
+            if 0 < left < _LONGEST_ELEMENT_HEADER:
+                raise CannotUnderstand(
+                    f"the DICOM object is truncated: {left} byte(s) after element "
+                    f"{last.tag} do not form a complete element"
+                )
 
 
 def _looks_like_dataset(head: bytes) -> bool:
@@ -157,6 +189,13 @@ def parse_part10(source: bytes | Path) -> ParsedObject:
 
     Raises ``CannotUnderstand`` for anything that is not a complete DICOM object.
     """
+    try:
+        return _parse_part10(source)
+    except UNREADABLE_ERRORS as exc:
+        raise CannotUnderstand(f"not a readable DICOM object: {exc}") from exc
+
+
+def _parse_part10(source: bytes | Path) -> ParsedObject:
     if isinstance(source, bytes):
         total = len(source)
         head = source[:65536]
@@ -280,7 +319,15 @@ def _text_bytes(text: str) -> bytes:
 
 
 def parse_dataset(data: bytes, transfer_syntax_uid: str) -> Dataset:
-    """Parse a bare dataset received over DIMSE in a negotiated transfer syntax."""
+    """Parse a bare dataset received over DIMSE in a negotiated transfer syntax;
+    ``CannotUnderstand`` if it cannot be read."""
+    try:
+        return _parse_dataset(data, transfer_syntax_uid)
+    except UNREADABLE_ERRORS as exc:
+        raise CannotUnderstand(f"not a readable DICOM dataset: {exc}") from exc
+
+
+def _parse_dataset(data: bytes, transfer_syntax_uid: str) -> Dataset:
     from pydicom.filereader import read_dataset
 
     uid = UID(transfer_syntax_uid)

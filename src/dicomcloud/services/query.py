@@ -1,6 +1,7 @@
-"""Search: the one query engine behind QIDO-RS (PS3.18 10.6) and, later, C-FIND (PS3.4
-C.4.1).  Transports parse their requests into a ``Query`` with the key tables here and
-call the service; the index does the matching."""
+"""Search: the one query engine behind QIDO-RS (PS3.18 10.6) and C-FIND (PS3.4 C.4.1).
+
+Transports parse their requests into a ``Query`` with the key tables here and call the
+service; the index does the matching."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dicomcloud.domain.results import (
     LEVEL_FIELDS,
     MODALITIES_IN_STUDY,
     InstanceResult,
+    PatientResult,
     SearchResult,
     SeriesResult,
     StudyResult,
@@ -20,12 +22,17 @@ from dicomcloud.ports import Index
 
 __all__ = [
     "INSTANCE_SEARCH_KEYS",
+    "PATIENT_SEARCH_KEYS",
     "SEARCH_KEYS",
     "SERIES_SEARCH_KEYS",
     "STUDY_SEARCH_KEYS",
     "QueryService",
 ]
 
+#: Patient-level matching keys and their VRs (PS3.4 C.6.1.1.2; C-FIND Patient Root).
+PATIENT_SEARCH_KEYS: Final[Mapping[str, str]] = {
+    keyword: ref.vr for keyword, ref in LEVEL_FIELDS[QueryLevel.PATIENT].items()
+}
 #: Study-level matching keys and their VRs (PS3.18 table 10.6.1-5 "Study" and table
 #: 10.6.3-3; PS3.4 C.6.1.1.2 and C.6.1.1.3): the stored ones plus ModalitiesInStudy.
 STUDY_SEARCH_KEYS: Final[Mapping[str, str]] = {
@@ -42,6 +49,7 @@ INSTANCE_SEARCH_KEYS: Final[Mapping[str, str]] = {
 }
 #: The matching keys of each level.
 SEARCH_KEYS: Final[Mapping[QueryLevel, Mapping[str, str]]] = {
+    QueryLevel.PATIENT: PATIENT_SEARCH_KEYS,
     QueryLevel.STUDY: STUDY_SEARCH_KEYS,
     QueryLevel.SERIES: SERIES_SEARCH_KEYS,
     QueryLevel.IMAGE: INSTANCE_SEARCH_KEYS,
@@ -55,12 +63,19 @@ class QueryService:
         self._index = index
 
     async def search(self, tenant_id: str, query: Query) -> Sequence[SearchResult]:
-        """The results of ``query`` at its level (STUDY, SERIES or IMAGE)."""
+        """The results of ``query`` at its level (PATIENT, STUDY, SERIES or IMAGE)."""
+        if query.level is QueryLevel.PATIENT:
+            return await self.search_patients(tenant_id, query)
         if query.level is QueryLevel.STUDY:
             return await self.search_studies(tenant_id, query)
         if query.level is QueryLevel.SERIES:
             return await self.search_series(tenant_id, query)
         return await self.search_instances(tenant_id, query)
+
+    async def search_patients(self, tenant_id: str, query: Query) -> list[PatientResult]:
+        """The patients of ``tenant_id`` matching ``query`` (a PATIENT-level query)."""
+        _check_level(query, QueryLevel.PATIENT)
+        return await self._index.search_patients(tenant_id, query)
 
     async def search_studies(self, tenant_id: str, query: Query) -> list[StudyResult]:
         """The studies of ``tenant_id`` matching ``query`` (a STUDY-level query)."""

@@ -2,15 +2,19 @@
 
 A crash at any point leaves either the old object or the new one under a key, never a
 torn file; once ``put`` returns, the bytes and the directory entry are on stable
-storage.
+storage.  Concurrent writes into one directory (the instances of a series) share
+directory fsyncs: one that starts after a rename makes that rename durable, so a writer
+whose rename an fsync already in progress may have missed waits for the next one, which
+then covers every writer waiting meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -32,6 +36,7 @@ class FilesystemBlobStore:
         # fsync waits on the device, not the CPU: many may be in flight at once (and
         # the filesystem journal commits concurrent ones together).
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="blob-io")
+        self._dir_sync = DirectorySync()
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
@@ -52,6 +57,12 @@ class FilesystemBlobStore:
     ) -> int | None:
         path = self._path(key)
         return await self._run(self._put_sync, path, chunks, if_absent)
+
+    def put_blocking(
+        self, key: str, chunks: Iterable[bytes | memoryview], *, if_absent: bool = False
+    ) -> int | None:
+        """``put`` in the calling thread (a DIMSE association thread has no event loop)."""
+        return self._put_sync(self._path(key), chunks, if_absent)
 
     def _put_sync(
         self, path: Path, chunks: Iterable[bytes | memoryview], if_absent: bool
@@ -77,7 +88,7 @@ class FilesystemBlobStore:
                 tmp.unlink(missing_ok=True)
                 raise
             if self._fsync:
-                _fsync_dir(path.parent)
+                self._dir_sync.sync(path.parent)
             return size
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path.name}: {exc.strerror or exc}") from exc
@@ -137,6 +148,23 @@ class FilesystemBlobStore:
         finally:
             handle.close()
 
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        path = self._path(key)
+        try:
+            return await self._run(_read_range, path, offset, length)
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key} not found") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read {key}: {exc.strerror or exc}") from exc
+
+    async def size(self, key: str) -> int:
+        try:
+            return await self._run(self.size_of, key)
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key} not found") from exc
+
     async def exists(self, key: str) -> bool:
         return await self._run(self._path(key).is_file)
 
@@ -152,12 +180,84 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise StorageUnavailable(f"storage root {self.root} is not writable: {exc}") from exc
 
+    def iter_keys(self) -> Iterator[str]:
+        """Every stored object's key (temp files excluded), in no particular order."""
+        for directory, subdirs, names in os.walk(self.root):
+            if Path(directory) == self.root:
+                subdirs[:] = [d for d in subdirs if d != _TMP]
+            relative = Path(directory).relative_to(self.root)
+            for name in names:
+                yield (relative / name).as_posix() if relative.parts else name
+
     def size_of(self, key: str) -> int:
         return self._path(key).stat().st_size
 
 
 def _open_for_reading(path: Path) -> BinaryIO:
     return path.open("rb")
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
+class _Directory:
+    __slots__ = ("done", "requested", "running", "users")
+
+    def __init__(self) -> None:
+        self.requested = 0  # renames recorded so far
+        self.done = 0  # renames known durable (covered by a finished fsync)
+        self.running = False
+        self.users = 0
+
+
+class DirectorySync:
+    """fsync of directories, shared by the threads that renamed into the same one."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._dirs: dict[Path, _Directory] = {}
+        self.fsyncs = 0  # how many were actually run (for tests and measurements)
+
+    def sync(self, directory: Path) -> None:
+        """Return once every entry renamed into ``directory`` before the call is on
+        stable storage; raise ``OSError`` if this caller's own fsync failed."""
+        with self._changed:
+            state = self._dirs.get(directory)
+            if state is None:
+                state = self._dirs[directory] = _Directory()
+            state.users += 1
+            state.requested += 1
+            mine = state.requested
+        try:
+            while True:
+                with self._changed:
+                    while state.running and state.done < mine:
+                        self._changed.wait()
+                    if state.done >= mine:
+                        return
+                    state.running = True
+                    covers = state.requested  # every rename recorded before this fsync
+                ok = False
+                try:
+                    _fsync_dir(directory)
+                    ok = True
+                finally:
+                    with self._changed:
+                        state.running = False
+                        self.fsyncs += 1
+                        if ok:
+                            state.done = max(state.done, covers)
+                        self._changed.notify_all()
+        finally:
+            with self._changed:
+                state.users -= 1
+                if state.users == 0:
+                    del self._dirs[directory]
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -30,6 +30,40 @@ def instance_key(
     return f"{tenant_id}/{study_uid}/{series_uid}/{name}"
 
 
+def _series_prefix(tenant_id: str, study_uid: str, series_uid: str) -> str:
+    if not _TENANT.match(tenant_id):
+        raise ValueError(f"invalid tenant id {tenant_id!r}")
+    for uid in (study_uid, series_uid):
+        if len(uid) > 64 or not _UID.match(uid):
+            raise ValueError(f"invalid UID {uid!r}")
+    return f"{tenant_id}/{study_uid}/{series_uid}"
+
+
+def _check_version(version: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]{8,64}", version):
+        raise ValueError(f"invalid version {version!r}")
+
+
+def instance_metadata_key(
+    tenant_id: str, study_uid: str, series_uid: str, sop_uid: str, version: str
+) -> str:
+    """The key of one instance's precomputed metadata (in the metadata store):
+    ``{tenant}/{study}/{series}/{sop}.{version}.json``, ``version`` a hex fingerprint
+    of the stored object it was built from (a replacement gets a new key)."""
+    if len(sop_uid) > 64 or not _UID.match(sop_uid):
+        raise ValueError(f"invalid UID {sop_uid!r}")
+    _check_version(version)
+    return f"{_series_prefix(tenant_id, study_uid, series_uid)}/{sop_uid}.{version}.json"
+
+
+def series_metadata_key(tenant_id: str, study_uid: str, series_uid: str, version: str) -> str:
+    """The key of a series' precomputed metadata (a gzip'd DICOM JSON array):
+    ``{tenant}/{study}/{series}/series.{version}.json.gz``, ``version`` the ETag, a hex
+    fingerprint of the instances it holds."""
+    _check_version(version)
+    return f"{_series_prefix(tenant_id, study_uid, series_uid)}/series.{version}.json.gz"
+
+
 def check_key(key: str) -> list[str]:
     """Split a key into path segments, refusing anything that could leave the root."""
     segments = key.split("/")

@@ -130,9 +130,11 @@ def test_date_range(value: str, low: str | None, high: str | None) -> None:
 @pytest.mark.parametrize(
     ("value", "low", "high"),
     [
-        ("08-1730", "080000", "173000"),
+        # an upper bound covers its precision: 17:30 ends at 17:30:59.999999
+        ("08-1730", "080000", "173059.999999"),
         ("093000.5-", "093000.500000", None),
-        ("-12", None, "120000"),
+        ("-12", None, "125959.999999"),
+        ("-120000.5", None, "120000.599999"),
     ],
 )
 def test_time_range(value: str, low: str | None, high: str | None) -> None:
@@ -164,11 +166,13 @@ def test_invalid_time_names_key_and_value() -> None:
 def test_dt_range_and_negative_utc_offset() -> None:
     known = {"AcquisitionDateTime": "DT"}
     ranged = parse(("AcquisitionDateTime", "2023-2024"), known=known)
-    assert ranged.matches == (Range("AcquisitionDateTime", "2023", "2024"),)
+    low, high = "20230101000000.000000", "20241231235959.999999"  # bounds per precision
+    assert ranged.matches == (Range("AcquisitionDateTime", low, high),)
     single = parse(("AcquisitionDateTime", "20240101120000-0500"), known=known)
     assert single.matches == (SingleValue("AcquisitionDateTime", "20240101120000-0500"),)
     open_low = parse(("AcquisitionDateTime", "-20240101120000"), known=known)
-    assert open_low.matches == (Range("AcquisitionDateTime", None, "20240101120000"),)
+    high = "20240101120000.999999"
+    assert open_low.matches == (Range("AcquisitionDateTime", None, high),)
 
 
 # --- keys: keyword or tag -------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The study browser and the OHIF viewer served by ``dicomcloud serve``."""
