@@ -43,14 +43,20 @@ async def test_events_wait_in_the_outbox_while_redis_is_down(make_archive: Archi
         assert worker.processed == 0
 
         await proxy.up()
-        async with asyncio.timeout(90):
-            while await local.archive.index.fetch_outbox(10) or worker.processed < 2:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-
+        stream = f"{prefix}:{INSTANCE_STORED}"
         client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
         try:
-            entries = await client.xrange(f"{prefix}:{INSTANCE_STORED}")
-            pending = await client.xpending(f"{prefix}:{INSTANCE_STORED}", "metadata")
+            # The builder acknowledges an event after handling it, so wait for the
+            # acknowledgement itself, not only for the handler count.
+            async with asyncio.timeout(90):
+                while (
+                    await local.archive.index.fetch_outbox(10)
+                    or worker.processed < 2
+                    or (await client.xpending(stream, "metadata"))["pending"]
+                ):
+                    await asyncio.sleep(0.1)
+            entries = await client.xrange(stream)
+            pending = await client.xpending(stream, "metadata")
         finally:
             await client.aclose()
         published = [json.loads(fields["payload"])["sop_instance_uid"] for _, fields in entries]
