@@ -27,13 +27,13 @@ typecheck: bootstrap
 	$(VENV)/bin/mypy
 
 pytest: bootstrap-test
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -rR
 
 test: bootstrap-test
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -rR
 
 bench: bootstrap-bench
 	$(PY) -m bench

@@ -391,3 +391,21 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
 # --- event buses (after the helpers above, which buses.py uses) ----------------------------
 
 from buses import tansu  # noqa: E402, F401  (session fixture: a Kafka-protocol broker)
+
+
+#: Tiers whose tests drive real servers, peers and browsers over sockets, threads and
+#: subprocesses on a shared 2-core machine.
+REAL_SERVER_TIERS = frozenset({"integration", "interop", "browser", "contract", "regressions"})
+#: Another attempt for such a test whose first one failed; every rerun is reported
+#: ("R" in the progress line, "rerun" in the summary), and a test that fails every
+#: attempt fails the run.  Unit and property tests are never rerun.
+REAL_SERVER_RERUNS = 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the real-server tiers for rerun (pytest-rerunfailures), so that a timing
+    accident of a loaded machine does not hide the result of the other 2,000 tests."""
+    for item in items:
+        tier = Path(str(item.path)).relative_to(Path(__file__).parent).parts[0]
+        if tier in REAL_SERVER_TIERS and item.get_closest_marker("flaky") is None:
+            item.add_marker(pytest.mark.flaky(reruns=REAL_SERVER_RERUNS, reruns_delay=1))
