@@ -392,7 +392,6 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
 
 from buses import tansu  # noqa: E402, F401  (session fixture: a Kafka-protocol broker)
 
-
 #: Tiers whose tests drive real servers, peers and browsers over sockets, threads and
 #: subprocesses on a shared 2-core machine.
 REAL_SERVER_TIERS = frozenset({"integration", "interop", "browser", "contract", "regressions"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,6 +17,15 @@ from dicomcloud.domain.events import INSTANCE_STORED
 from integration.support import new_instance
 
 pytestmark = pytest.mark.backend
+
+
+async def _all_acknowledged(
+    local: Any, processed: int, client: aioredis.Redis, stream: str
+) -> bool:
+    """The outbox is empty, both events were handled and the group acknowledged them."""
+    if await local.archive.index.fetch_outbox(10) or processed < 2:
+        return False
+    return (await client.xpending(stream, "metadata"))["pending"] == 0
 
 
 async def test_events_wait_in_the_outbox_while_redis_is_down(make_archive: ArchiveFactory) -> None:
@@ -49,11 +59,7 @@ async def test_events_wait_in_the_outbox_while_redis_is_down(make_archive: Archi
             # The builder acknowledges an event after handling it, so wait for the
             # acknowledgement itself, not only for the handler count.
             async with asyncio.timeout(90):
-                while (
-                    await local.archive.index.fetch_outbox(10)
-                    or worker.processed < 2
-                    or (await client.xpending(stream, "metadata"))["pending"]
-                ):
+                while not await _all_acknowledged(local, worker.processed, client, stream):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
             entries = await client.xrange(stream)
             pending = await client.xpending(stream, "metadata")
