@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from buses import REDIS_URL, drop_redis_prefix, require_redis
 from conftest import ArchiveFactory, free_port
+from dicomcloud.cache import FailSafeCache
+from dicomcloud.cache.redis_cache import RedisCache
 from dicomcloud.config import load_settings
 from dicomcloud.security.jwks import JwksCache
 from dicomcloud.security.principal import AuthenticationFailed, Permission, ProviderUnavailable
@@ -125,3 +129,56 @@ async def test_a_remembered_token_still_expires(issuer: LocalIssuer) -> None:
     with pytest.raises(AuthenticationFailed, match="expired"):
         await validator.principal(token)
     assert issuer.jwks_requests == 1
+
+
+def _shared_redis_cache(prefix: str) -> FailSafeCache:
+    require_redis()
+    return FailSafeCache(RedisCache(REDIS_URL, key_prefix=f"{prefix}:"))
+
+
+async def test_nodes_sharing_a_redis_cache_fetch_the_set_once(issuer: LocalIssuer) -> None:
+    """Two nodes (two validators' key caches) on one Redis: the provider is asked once."""
+    prefix = f"dicomcloud-test:{uuid.uuid4().hex}"
+    one, two = _shared_redis_cache(prefix), _shared_redis_cache(prefix)
+    try:
+        first = JwksCache(issuer=issuer.url, shared=one)
+        second = JwksCache(issuer=issuer.url, shared=two)
+        assert (await first.jwk("rsa-1"))["kid"] == "rsa-1"
+        assert (await second.jwk("rsa-1"))["kid"] == "rsa-1"
+        assert issuer.jwks_requests == 1
+        assert (first.provider_fetches, second.provider_fetches) == (1, 0)
+    finally:
+        await one.close()
+        await two.close()
+        drop_redis_prefix(prefix)
+
+
+async def test_a_rotation_seen_by_one_node_is_shared(issuer: LocalIssuer) -> None:
+    prefix = f"dicomcloud-test:{uuid.uuid4().hex}"
+    one, two = _shared_redis_cache(prefix), _shared_redis_cache(prefix)
+    try:
+        url = f"{issuer.url}/jwks"
+        first = JwksCache(issuer=issuer.url, jwks_url=url, min_refresh=0, shared=one)
+        second = JwksCache(issuer=issuer.url, jwks_url=url, min_refresh=0, shared=two)
+        await first.jwk("rsa-1")
+        await second.jwk("rsa-1")
+        issuer.rotate()
+        assert (await first.jwk("rsa-2"))["kid"] == "rsa-2"  # asks the provider
+        assert (await second.jwk("rsa-2"))["kid"] == "rsa-2"  # finds it in Redis
+        assert issuer.jwks_requests == 2
+        with pytest.raises(AuthenticationFailed, match="kid 'rsa-1'"):
+            await second.jwk("rsa-1")  # retired everywhere
+    finally:
+        await one.close()
+        await two.close()
+        drop_redis_prefix(prefix)
+
+
+async def test_a_redis_outage_falls_back_to_the_provider(issuer: LocalIssuer) -> None:
+    cache = FailSafeCache(RedisCache(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2))
+    try:
+        keys = JwksCache(issuer=issuer.url, shared=cache)
+        assert (await keys.jwk("rsa-1"))["kid"] == "rsa-1"
+        assert issuer.jwks_requests == 1
+    finally:
+        await cache.close()

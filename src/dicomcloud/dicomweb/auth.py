@@ -19,7 +19,11 @@ def guard_for(archive: Archive) -> Guard | None:
     auth = settings.auth
     if not auth.enabled:
         return None
-    tokens = TokenValidator(auth, default_tenant=settings.default_tenant) if auth.oidc else None
+    tokens = (
+        TokenValidator(auth, default_tenant=settings.default_tenant, cache=archive.cache)
+        if auth.oidc
+        else None
+    )
     api_keys = None
     if auth.api_keys:
         if not isinstance(archive.index, SqlIndex):

@@ -5,18 +5,29 @@ The set is kept for ``jwks_cache_seconds``.  A token whose ``kid`` is not in it 
 the set be fetched again at once (the provider rotated its keys), but at most every
 ``jwks_min_refresh_seconds``, so tokens with invented ``kid`` values cannot make the
 archive hammer the provider.
+
+With a shared cache (``[cache] url = "redis://..."``) the fetched JWK Set is also kept
+there under the issuer's name, so the nodes of a cluster ask the provider once per TTL
+between them rather than once each, and a node that meets a rotated ``kid`` first looks
+at the set another node already fetched.  A cache outage only means fetching from the
+provider (``FailSafeCache``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from dicomcloud.security.principal import AuthenticationFailed, ProviderUnavailable
+
+if TYPE_CHECKING:
+    from dicomcloud.cache import FailSafeCache
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +45,20 @@ class JwksCache:
         jwks_url: str = "",
         ttl: float = 600.0,
         min_refresh: float = 10.0,
+        shared: FailSafeCache | None = None,
     ) -> None:
         self._issuer = issuer
         self._jwks_url = jwks_url
         self._ttl = ttl
         self._min_refresh = min_refresh
+        self._shared = shared
+        self._shared_key = "jwks:" + hashlib.sha256(f"{issuer}\n{jwks_url}".encode()).hexdigest()
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0
+        #: Key sets fetched from the provider itself (not from the shared cache).
+        self.provider_fetches = 0
 
     async def jwk(self, kid: str | None) -> dict[str, Any]:
         """The JWK (as a dict) with ``kid``; the only signing key when the token names
@@ -51,7 +67,7 @@ class JwksCache:
             await self._refresh(force=False)
         found = self._find(kid)
         if found is None and self._may_refetch():
-            await self._refresh(force=True)
+            await self._refresh(force=True, kid=kid)
             found = self._find(kid)
         if found is None:
             shown = "no kid" if kid is None else f"kid {kid!r}"
@@ -71,10 +87,16 @@ class JwksCache:
             time.monotonic() - self._fetched_at >= self._min_refresh
         )
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self, *, force: bool, kid: str | None = None) -> None:
         async with self._lock:
             # Another request may have refreshed while this one waited for the lock.
             if not (self._stale() or (force and self._may_refetch())):
+                return
+            shared = await self._from_shared()
+            if shared is not None and (not force or kid in shared):
+                self._keys = shared
+                self._fetched_at = time.monotonic()
+                self.fetches += 1
                 return
             try:
                 keys = await self._fetch()
@@ -87,6 +109,27 @@ class JwksCache:
             self._keys = keys
             self._fetched_at = time.monotonic()
             self.fetches += 1
+            self.provider_fetches += 1
+            await self._to_shared(keys)
+
+    async def _from_shared(self) -> dict[str, dict[str, Any]] | None:
+        """The key set another node put in the shared cache, if any."""
+        if self._shared is None:
+            return None
+        raw = await self._shared.get(self._shared_key)
+        if raw is None:
+            return None
+        try:
+            keys = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(keys, dict) or not all(isinstance(k, dict) for k in keys.values()):
+            return None
+        return keys
+
+    async def _to_shared(self, keys: dict[str, dict[str, Any]]) -> None:
+        if self._shared is not None:
+            await self._shared.set(self._shared_key, json.dumps(keys).encode(), self._ttl)
 
     async def _fetch(self) -> dict[str, dict[str, Any]]:
         async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True) as client:

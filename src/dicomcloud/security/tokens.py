@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -13,6 +13,9 @@ from dicomcloud.config import AuthSettings
 from dicomcloud.security.claims import grants_of, token_tenants
 from dicomcloud.security.jwks import JwksCache
 from dicomcloud.security.principal import AuthenticationFailed, Principal
+
+if TYPE_CHECKING:
+    from dicomcloud.cache import FailSafeCache
 
 #: Claims every accepted token must carry (RFC 7519 4.1).
 REQUIRED_CLAIMS = ("exp", "iss", "aud")
@@ -27,7 +30,13 @@ VERIFIED_MAX = 4096
 class TokenValidator:
     """Validates bearer tokens of one issuer."""
 
-    def __init__(self, settings: AuthSettings, *, default_tenant: str) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        default_tenant: str,
+        cache: FailSafeCache | None = None,
+    ) -> None:
         self._settings = settings
         self._default_tenant = default_tenant
         self.keys = JwksCache(
@@ -35,6 +44,7 @@ class TokenValidator:
             jwks_url=settings.jwks_url,
             ttl=settings.jwks_cache_seconds,
             min_refresh=settings.jwks_min_refresh_seconds,
+            shared=cache,
         )
         #: token -> (its principal, its exp, monotonic time to forget it, key set fetch)
         self._verified: OrderedDict[str, tuple[Principal, float, float, int]] = OrderedDict()
