@@ -1,0 +1,223 @@
+"""The viewer-ready transcoder (``[workers.transcoder]``, docs/events.md): a stored
+compressed instance gets a copy in the target syntax through the bus; WADO-RS sends
+that copy (no conversion on request) when a client asks for the target syntax, and
+still sends the original byte for byte as stored; a conversion that fails is
+recorded, retried, dead-lettered, and leaves the original intact."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import generate_uid
+
+from buses import bus_url, drop_redis_prefix, require_redis, unique_prefix
+from conftest import ArchiveFactory, LocalArchive
+from dicomcloud.domain.derived import DerivedCopy
+from dicomcloud.events import MemoryEventBus
+from dicomcloud.services import syntaxes as ts
+from dicomcloud.services.transcode import decoding_plugin
+from integration.support import pydicom_file, split_multipart
+
+pytestmark = pytest.mark.timeout(180)
+
+TENANT = "default"
+
+
+def _accept(syntax: str) -> dict[str, str]:
+    return {"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'}
+
+
+def _pixels(data: bytes) -> Any:
+    ds = dcmread(io.BytesIO(data))
+    plugin = decoding_plugin(str(ds.file_meta.TransferSyntaxUID))
+    if plugin:
+        ds.pixel_array_options(decoding_plugin=plugin)
+    return ds.pixel_array
+
+
+def _path(ds: Dataset) -> str:
+    series = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    return f"{series}/instances/{ds.SOPInstanceUID}"
+
+
+async def _copy_of(local: LocalArchive, sop: str, target: str) -> DerivedCopy:
+    service = local.archive.viewer_ready
+    assert service is not None
+    async with asyncio.timeout(90):
+        while True:
+            copy = await service.copies.get_copy(TENANT, sop, target)
+            if copy is not None:
+                return copy
+            await asyncio.sleep(0.05)
+
+
+async def _parts(local: LocalArchive, path: str, syntax: str) -> list[tuple[str, bytes]]:
+    response = await local.retrieve(path, **_accept(syntax))
+    assert response.status_code == 200, response.text
+    parts = split_multipart(response.content, response.headers["content-type"])
+    return [(p.headers["content-type"], p.data) for p in parts]
+
+
+async def _check_served(local: LocalArchive, name: str, target: str) -> None:
+    original = pydicom_file(name).read_bytes()
+    ds = dcmread(io.BytesIO(original))
+    assert (await local.stow([original])).status_code == 200
+    copy = await _copy_of(local, str(ds.SOPInstanceUID), target)
+    kept = await local.archive.blobs.get(copy.blob_key)
+    assert copy.size == len(kept)
+    retrieve = local.archive.retrieve
+    study = f"/studies/{ds.StudyInstanceUID}"
+    series = f"{study}/series/{ds.SeriesInstanceUID}"
+
+    for path in (_path(ds), series, study):
+        served = retrieve.copies_served
+        ((content_type, data),) = await _parts(local, path, target)
+        assert content_type == f"application/dicom; transfer-syntax={target}"
+        assert data == kept  # the kept copy, not one converted now
+        assert retrieve.copies_served == served + 1
+    received = dcmread(io.BytesIO(kept))
+    assert received.file_meta.TransferSyntaxUID == target
+    assert received.SOPInstanceUID == ds.SOPInstanceUID
+    assert np.array_equal(_pixels(kept), _pixels(original))
+    # The original, as stored, byte for byte.
+    assert await local.retrieve_bytes(_path(ds)) == original
+    assert await local.retrieve_bytes(series) == original
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("MR_small_jpeg_ls_lossless.dcm", ts.EXPLICIT_VR_LE),
+        ("MR_small_RLE.dcm", ts.EXPLICIT_VR_LE),
+        ("MR_small_jp2klossless.dcm", ts.HTJ2K_LOSSLESS),
+        ("SC_rgb_rle_2frame.dcm", ts.HTJ2K_LOSSLESS),
+    ],
+)
+async def test_a_stored_copy_is_served_instead_of_a_conversion(
+    make_archive: ArchiveFactory, name: str, target: str
+) -> None:
+    local = await make_archive(
+        workers__transcoder__enabled=True, workers__transcoder__target=target
+    )
+
+    await _check_served(local, name, target)
+
+
+@pytest.mark.backend
+async def test_a_copy_made_through_redis_is_served(make_archive: ArchiveFactory) -> None:
+    require_redis()
+    prefix = unique_prefix()
+    try:
+        local = await make_archive(
+            events__url=bus_url("redis", prefix),
+            workers__transcoder__enabled=True,
+            workers__transcoder__target=ts.HTJ2K_LOSSLESS,
+        )
+        await _check_served(local, "MR_small_jpeg_ls_lossless.dcm", ts.HTJ2K_LOSSLESS)
+        await local.close()
+    finally:
+        drop_redis_prefix(prefix)
+
+
+async def test_frames_come_from_the_copy(make_archive: ArchiveFactory) -> None:
+    local = await make_archive(workers__transcoder__enabled=True)
+    original = pydicom_file("SC_rgb_rle_2frame.dcm").read_bytes()
+    ds = dcmread(io.BytesIO(original))
+    assert (await local.stow([original])).status_code == 200
+    await _copy_of(local, str(ds.SOPInstanceUID), ts.EXPLICIT_VR_LE)
+    served = local.archive.retrieve.copies_served
+
+    response = await local.retrieve(
+        f"{_path(ds)}/frames/2", Accept='multipart/related; type="application/octet-stream"'
+    )
+
+    assert response.status_code == 200, response.text
+    (part,) = split_multipart(response.content, response.headers["content-type"])
+    assert part.headers["content-type"] == (
+        f"application/octet-stream; transfer-syntax={ts.EXPLICIT_VR_LE}"
+    )
+    assert part.data == np.ascontiguousarray(ds.pixel_array[1]).tobytes()
+    assert local.archive.retrieve.copies_served == served + 1
+
+
+async def test_other_syntaxes_and_a_disabled_transcoder_change_nothing(
+    make_archive: ArchiveFactory,
+) -> None:
+    disabled = await make_archive()
+    assert disabled.archive.viewer_ready is None
+    assert disabled.archive.transcoder is None
+    local = await make_archive(
+        workers__transcoder__enabled=True,
+        workers__transcoder__sources=[ts.RLE_LOSSLESS],
+    )
+    original = pydicom_file("MR_small_jpeg_ls_lossless.dcm").read_bytes()
+    ds = dcmread(io.BytesIO(original))
+    rle = pydicom_file("SC_rgb_rle.dcm").read_bytes()
+    assert (await local.stow([original])).status_code == 200
+    assert (await local.stow([rle])).status_code == 200
+    rle_sop = str(dcmread(io.BytesIO(rle)).SOPInstanceUID)
+    await _copy_of(local, rle_sop, ts.EXPLICIT_VR_LE)  # handled in order after the first
+    worker = local.archive.transcoder
+    assert worker is not None
+    async with asyncio.timeout(30):
+        while worker.processed < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    service = local.archive.viewer_ready
+    assert service is not None
+    assert await service.copies.list_copies(TENANT, str(ds.SOPInstanceUID)) == []
+    ((_, data),) = await _parts(local, _path(ds), ts.EXPLICIT_VR_LE)  # converted now
+    assert np.array_equal(_pixels(data), _pixels(original))
+    assert local.archive.retrieve.copies_served == 0
+
+
+def _undecodable() -> tuple[bytes, Dataset]:
+    """A JPEG-LS instance whose codestream is garbage: stored fine, never decoded."""
+    ds = dcmread(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + bytes(range(256)) * 8])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), ds
+
+
+async def test_a_failed_conversion_is_recorded_retried_and_dead_lettered(
+    make_archive: ArchiveFactory,
+) -> None:
+    local = await make_archive(
+        workers__transcoder__enabled=True,
+        workers__max_attempts=3,
+        workers__retry_backoff_seconds=0.05,
+    )
+    bus = local.archive.bus
+    assert isinstance(bus, MemoryEventBus)
+    dead_letters = bus.subscribe("instance.stored.dlq")
+    data, ds = _undecodable()
+    assert (await local.stow([data])).status_code == 200
+
+    async with asyncio.timeout(90):
+        while True:
+            letter = await dead_letters.get()
+            if letter.payload and json.loads(letter.payload)["sop_instance_uid"] == str(
+                ds.SOPInstanceUID
+            ):
+                break
+
+    service = local.archive.viewer_ready
+    assert service is not None
+    failure = await service.copies.get_failure(TENANT, str(ds.SOPInstanceUID), ts.EXPLICIT_VR_LE)
+    assert failure is not None
+    assert failure.attempts == 3
+    assert failure.reason
+    assert await service.copies.get_copy(TENANT, str(ds.SOPInstanceUID), ts.EXPLICIT_VR_LE) is None
+    assert await local.retrieve_bytes(_path(ds)) == data  # the original, untouched
+    assert bus.backlog("instance.stored", "transcoder") == 0
