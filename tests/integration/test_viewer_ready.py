@@ -23,7 +23,7 @@ from conftest import ArchiveFactory, LocalArchive
 from dicomcloud.domain.derived import DerivedCopy
 from dicomcloud.events import MemoryEventBus
 from dicomcloud.services import syntaxes as ts
-from dicomcloud.services.transcode import decoding_plugin
+from dicomcloud.services.transcode import decoding_plugin, transcode_part10
 from integration.support import pydicom_file, split_multipart
 
 pytestmark = pytest.mark.timeout(180)
@@ -221,3 +221,120 @@ async def test_a_failed_conversion_is_recorded_retried_and_dead_lettered(
     assert await service.copies.get_copy(TENANT, str(ds.SOPInstanceUID), ts.EXPLICIT_VR_LE) is None
     assert await local.retrieve_bytes(_path(ds)) == data  # the original, untouched
     assert bus.backlog("instance.stored", "transcoder") == 0
+
+
+async def test_a_redelivered_event_makes_no_second_copy(make_archive: ArchiveFactory) -> None:
+    local = await make_archive(workers__transcoder__enabled=True)
+    original = pydicom_file("MR_small_jpeg_ls_lossless.dcm").read_bytes()
+    sop = str(dcmread(io.BytesIO(original)).SOPInstanceUID)
+    assert (await local.stow([original])).status_code == 200
+    copy = await _copy_of(local, sop, ts.EXPLICIT_VR_LE)
+    service = local.archive.viewer_ready
+    assert service is not None
+    record = await local.archive.index.get_instance(TENANT, sop)
+    assert record is not None
+    event = json.dumps(
+        {
+            "event_id": "again",
+            "tenant_id": TENANT,
+            "patient_id": "",
+            "study_instance_uid": record.study_instance_uid,
+            "series_instance_uid": record.series_instance_uid,
+            "sop_instance_uid": sop,
+            "sop_class_uid": record.sop_class_uid,
+            "transfer_syntax_uid": record.transfer_syntax_uid,
+            "blob_key": record.blob_key,
+            "file_size": record.size,
+            "number_of_frames": None,
+            "accession_number": None,
+            "study_date": None,
+            "source": "STOW-RS",
+            "source_ip": None,
+            "source_ae": None,
+            "replaced": False,
+            "stored_at": "2026-11-22T08:00:00+00:00",
+        }
+    )
+    made = service.made
+
+    await local.archive.bus.publish("instance.stored", f"{TENANT}/x", event)
+    worker = local.archive.transcoder
+    assert worker is not None
+    async with asyncio.timeout(30):
+        while worker.processed < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    assert service.made == made
+    assert await service.copies.list_copies(TENANT, sop) == [copy]
+    derived = [p for p in local.files() if ".derived" in str(p)]
+    assert [str(p) for p in derived] == [copy.blob_key]
+
+
+async def test_a_replaced_instance_never_gets_the_copy_of_its_predecessor(
+    make_archive: ArchiveFactory,
+) -> None:
+    local = await make_archive(
+        workers__transcoder__enabled=True, ingest__duplicate_policy="replace"
+    )
+    service = local.archive.viewer_ready
+    assert service is not None
+    jpeg_ls = pydicom_file("MR_small_jpeg_ls_lossless.dcm").read_bytes()
+    ds = dcmread(io.BytesIO(jpeg_ls))
+    sop = str(ds.SOPInstanceUID)
+    assert (await local.stow([jpeg_ls])).status_code == 200
+    first = await _copy_of(local, sop, ts.EXPLICIT_VR_LE)
+
+    # The same instance again, in RLE (pydicom ships the same image in both).
+    rle = pydicom_file("MR_small_RLE.dcm").read_bytes()
+    assert str(dcmread(io.BytesIO(rle)).SOPInstanceUID) == sop
+    assert (await local.stow([rle])).status_code == 200
+    second = first
+    async with asyncio.timeout(90):
+        while second == first:
+            await asyncio.sleep(0.05)
+            second = await _copy_of(local, sop, ts.EXPLICIT_VR_LE)
+    ((_, data),) = await _parts(local, _path(ds), ts.EXPLICIT_VR_LE)
+    assert data == await local.archive.blobs.get(second.blob_key)
+    assert np.array_equal(_pixels(data), _pixels(rle))
+    assert not await local.archive.blobs.exists(first.blob_key)
+
+    # Replaced by a version in the target syntax: no copy is needed any more.
+    explicit = transcode_part10(rle, ts.EXPLICIT_VR_LE)
+    assert (await local.stow([explicit])).status_code == 200
+    async with asyncio.timeout(90):
+        while await service.copies.list_copies(TENANT, sop):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert not await local.archive.blobs.exists(second.blob_key)
+    assert await local.retrieve_bytes(_path(ds)) == explicit
+
+
+async def test_an_impossible_conversion_is_recorded_once_not_retried(
+    make_archive: ArchiveFactory,
+) -> None:
+    """1-bit, 3-sample or 32-bit pixels cannot be held by every target: HTJ2K here
+    refuses 32-bit RLE colour; the reason is recorded, the event not retried."""
+    local = await make_archive(
+        workers__transcoder__enabled=True,
+        workers__transcoder__target=ts.HTJ2K_LOSSLESS,
+        workers__max_attempts=3,
+        workers__retry_backoff_seconds=0.05,
+    )
+    original = pydicom_file("SC_rgb_rle_32bit.dcm").read_bytes()
+    sop = str(dcmread(io.BytesIO(original)).SOPInstanceUID)
+    assert (await local.stow([original])).status_code == 200
+    service = local.archive.viewer_ready
+    assert service is not None
+    failure = None
+    async with asyncio.timeout(90):
+        while failure is None:
+            await asyncio.sleep(0.05)
+            failure = await service.copies.get_failure(TENANT, sop, ts.HTJ2K_LOSSLESS)
+    worker = local.archive.transcoder
+    assert worker is not None
+    async with asyncio.timeout(30):
+        while worker.processed < 1:  # noqa: ASYNC110 - handled (acknowledged), not raised
+            await asyncio.sleep(0.05)
+
+    assert failure.attempts == 1
+    assert "32-bit" in failure.reason
+    assert await local.retrieve_bytes(_path(dcmread(io.BytesIO(original)))) == original
