@@ -19,12 +19,13 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
 from buses import bus_url, drop_redis_prefix, require_redis, unique_prefix
-from conftest import ArchiveFactory, LocalArchive
+from conftest import ArchiveFactory, LocalArchive, dimse_for
 from dicomcloud.domain.derived import DerivedCopy
 from dicomcloud.events import MemoryEventBus
 from dicomcloud.services import syntaxes as ts
 from dicomcloud.services.transcode import decoding_plugin, transcode_part10
-from integration.support import pydicom_file, split_multipart
+from integration.retrieve_support import SUCCESS, c_get, identifier
+from integration.support import dataset_bytes, pydicom_file, split_multipart
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -338,3 +339,31 @@ async def test_an_impossible_conversion_is_recorded_once_not_retried(
     assert failure.attempts == 1
     assert "32-bit" in failure.reason
     assert await local.retrieve_bytes(_path(dcmread(io.BytesIO(original)))) == original
+
+
+async def test_c_get_sends_the_copy_to_a_peer_that_takes_only_its_syntax(
+    make_archive: ArchiveFactory,
+) -> None:
+    local = await make_archive(
+        server__host="127.0.0.1", server__dicom_port=0, workers__transcoder__enabled=True
+    )
+    original = pydicom_file("MR_small_jpeg_ls_lossless.dcm").read_bytes()
+    ds = dcmread(io.BytesIO(original))
+    assert (await local.stow([original])).status_code == 200
+    copy = await _copy_of(local, str(ds.SOPInstanceUID), ts.EXPLICIT_VR_LE)
+    kept = await local.archive.blobs.get(copy.blob_key)
+    served = local.archive.retrieve.copies_served
+
+    async with dimse_for(local) as running:
+        responses, received = await asyncio.to_thread(
+            c_get,
+            running.port,
+            identifier("IMAGE", SOPInstanceUID=str(ds.SOPInstanceUID)),
+            {str(ds.SOPClassUID): [ts.EXPLICIT_VR_LE]},
+        )
+
+    assert responses[-1].status == SUCCESS
+    (item,) = received
+    assert item.transfer_syntax == ts.EXPLICIT_VR_LE
+    assert item.data == dataset_bytes(kept)  # the kept copy, not one converted now
+    assert local.archive.retrieve.copies_served == served + 1

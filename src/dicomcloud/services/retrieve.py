@@ -263,15 +263,25 @@ class RetrieveService:
             return None  # none, or made from a version the instance replaced
         return copy
 
+    async def copy_bytes(self, record: InstanceRecord, target: str) -> bytes | None:
+        """The Part-10 bytes of the instance's viewer-ready copy in ``target``, or None
+        (C-GET / C-MOVE sub-operations: sent instead of converting)."""
+        copy = await self.stored_copy(record, target)
+        if copy is None:
+            return None
+        try:
+            data = await self.blobs.get(copy.blob_key)
+        except NotFound:
+            return None
+        self.copies_served += 1
+        return data
+
     async def transcoded(self, record: InstanceRecord, target: str) -> bytes:
         """The instance as Part-10 bytes in ``target``: its viewer-ready copy if one is
         kept, otherwise converted now (in the worker pool)."""
-        copy = await self.stored_copy(record, target)
-        if copy is not None:
-            with contextlib.suppress(NotFound):  # removed meanwhile: convert instead
-                data = await self.blobs.get(copy.blob_key)
-                self.copies_served += 1
-                return data
+        kept = await self.copy_bytes(record, target)
+        if kept is not None:
+            return kept
         data = await self.blobs.get(record.blob_key)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, transcode_part10, data, target)
