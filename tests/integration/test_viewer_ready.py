@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
-from buses import bus_url, drop_redis_prefix, require_redis, unique_prefix
+from buses import REDIS_URL, bus_url, drop_redis_prefix, require_redis, unique_prefix
 from conftest import ArchiveFactory, LocalArchive, dimse_for
 from dicomcloud.domain.derived import DerivedCopy
 from dicomcloud.events import MemoryEventBus
@@ -367,3 +368,43 @@ async def test_c_get_sends_the_copy_to_a_peer_that_takes_only_its_syntax(
     assert item.transfer_syntax == ts.EXPLICIT_VR_LE
     assert item.data == dataset_bytes(kept)  # the kept copy, not one converted now
     assert local.archive.retrieve.copies_served == served + 1
+
+
+@pytest.mark.backend
+async def test_a_failed_conversion_is_dead_lettered_on_redis(make_archive: ArchiveFactory) -> None:
+    require_redis()
+    prefix = unique_prefix()
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        local = await make_archive(
+            events__url=bus_url("redis", prefix),
+            workers__transcoder__enabled=True,
+            workers__max_attempts=2,
+            workers__retry_backoff_seconds=0.05,
+        )
+        data, ds = _undecodable()
+        sop = str(ds.SOPInstanceUID)
+        assert (await local.stow([data])).status_code == 200
+
+        letters: list[tuple[str, dict[str, str]]] = []
+        async with asyncio.timeout(90):
+            while not letters:
+                await asyncio.sleep(0.1)
+                letters = await client.xrange(f"{prefix}:instance.stored.dlq")
+
+        ((_, fields),) = letters
+        headers = json.loads(fields["headers"])
+        assert json.loads(fields["payload"])["sop_instance_uid"] == sop
+        assert (headers["group"], headers["attempts"]) == ("transcoder", "2")
+        assert "TranscodeFailed" in headers["error"]
+        service = local.archive.viewer_ready
+        assert service is not None
+        failure = await service.copies.get_failure(TENANT, sop, ts.EXPLICIT_VR_LE)
+        assert failure is not None
+        assert failure.attempts == 2
+        assert await service.copies.get_copy(TENANT, sop, ts.EXPLICIT_VR_LE) is None
+        assert await local.retrieve_bytes(_path(ds)) == data
+        await local.close()
+    finally:
+        await client.aclose()
+        drop_redis_prefix(prefix)
