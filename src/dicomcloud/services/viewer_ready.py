@@ -163,7 +163,7 @@ class ViewerReadyCopies:
             return f"pixel data in {source} cannot be transcoded to {self.target} here"
         return pixel_problem(self.target, pixel_format(record))
 
-    async def _make(self, record: InstanceRecord, version: str) -> DerivedCopy:
+    async def _make(self, record: InstanceRecord, version: str) -> DerivedCopy | None:
         data = await self.blobs.get(record.blob_key)
         out = await self._cpu(convert, data, self.target, self.verify)
         key = derived_key(
@@ -175,6 +175,11 @@ class ViewerReadyCopies:
             version,
         )
         size = await self.blobs.put(key, [out])
+        current = await self.index.get_instance(record.tenant_id, record.sop_instance_uid)
+        if current is None or source_version(current) != version:
+            # Deleted or replaced while converting: the later event handles the rest.
+            await self._delete_blob(key)
+            return None
         copy = DerivedCopy(
             tenant_id=record.tenant_id,
             study_instance_uid=record.study_instance_uid,
