@@ -408,3 +408,20 @@ async def test_a_failed_conversion_is_dead_lettered_on_redis(make_archive: Archi
     finally:
         await client.aclose()
         drop_redis_prefix(prefix)
+
+
+async def test_forgetting_an_instance_removes_its_copies(make_archive: ArchiveFactory) -> None:
+    """What deleting an instance must do (the archive has no deletion yet)."""
+    local = await make_archive(workers__transcoder__enabled=True)
+    original = pydicom_file("MR_small_RLE.dcm").read_bytes()
+    ds = dcmread(io.BytesIO(original))
+    assert (await local.stow([original])).status_code == 200
+    copy = await _copy_of(local, str(ds.SOPInstanceUID), ts.EXPLICIT_VR_LE)
+    service = local.archive.viewer_ready
+    assert service is not None
+
+    assert await service.forget(TENANT, str(ds.SOPInstanceUID)) == 1
+
+    assert not await local.archive.blobs.exists(copy.blob_key)
+    assert await service.copies.list_copies(TENANT, str(ds.SOPInstanceUID)) == []
+    assert await local.retrieve_bytes(_path(ds)) == original
