@@ -11,12 +11,13 @@ import io
 import json
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
 from buses import REDIS_URL, bus_url, drop_redis_prefix, require_redis, unique_prefix
@@ -85,6 +86,15 @@ async def _check_served(local: LocalArchive, name: str, target: str) -> None:
         assert content_type == f"application/dicom; transfer-syntax={target}"
         assert data == kept  # the kept copy, not one converted now
         assert retrieve.copies_served == served + 1
+    if target == ts.EXPLICIT_VR_LE:  # the DICOMweb default (PS3.18 8.7.3.4): a viewer's
+        served = retrieve.copies_served
+        response = await local.retrieve(
+            _path(ds), Accept='multipart/related; type="application/dicom"'
+        )
+        assert response.status_code == 200, response.text
+        (part,) = split_multipart(response.content, response.headers["content-type"])
+        assert part.data == kept
+        assert retrieve.copies_served == served + 1
     received = dcmread(io.BytesIO(kept))
     assert received.file_meta.TransferSyntaxUID == target
     assert received.SOPInstanceUID == ds.SOPInstanceUID
@@ -129,7 +139,7 @@ async def test_a_copy_made_through_redis_is_served(make_archive: ArchiveFactory)
         drop_redis_prefix(prefix)
 
 
-async def test_frames_come_from_the_copy(make_archive: ArchiveFactory) -> None:
+async def test_native_frames_come_from_the_copy(make_archive: ArchiveFactory) -> None:
     local = await make_archive(workers__transcoder__enabled=True)
     original = pydicom_file("SC_rgb_rle_2frame.dcm").read_bytes()
     ds = dcmread(io.BytesIO(original))
@@ -147,6 +157,31 @@ async def test_frames_come_from_the_copy(make_archive: ArchiveFactory) -> None:
         f"application/octet-stream; transfer-syntax={ts.EXPLICIT_VR_LE}"
     )
     assert part.data == np.ascontiguousarray(ds.pixel_array[1]).tobytes()
+    assert local.archive.retrieve.copies_served == served + 1
+
+
+async def test_htj2k_frames_come_from_the_copy(make_archive: ArchiveFactory) -> None:
+    local = await make_archive(
+        workers__transcoder__enabled=True, workers__transcoder__target=ts.HTJ2K_LOSSLESS
+    )
+    original = pydicom_file("SC_rgb_rle_2frame.dcm").read_bytes()
+    ds = dcmread(io.BytesIO(original))
+    assert (await local.stow([original])).status_code == 200
+    copy = await _copy_of(local, str(ds.SOPInstanceUID), ts.HTJ2K_LOSSLESS)
+    kept = dcmread(io.BytesIO(await local.archive.blobs.get(copy.blob_key)))
+    served = local.archive.retrieve.copies_served
+
+    response = await local.retrieve(
+        f"{_path(ds)}/frames/2",
+        Accept=f'multipart/related; type="image/jphc"; transfer-syntax={ts.HTJ2K_LOSSLESS}',
+    )
+
+    assert response.status_code == 200, response.text
+    (part,) = split_multipart(response.content, response.headers["content-type"])
+    assert part.headers["content-type"] == f"image/jphc; transfer-syntax={ts.HTJ2K_LOSSLESS}"
+    assert part.data == list(generate_frames(kept.PixelData, number_of_frames=2))[1]
+    decoded = imagecodecs.htj2k_decode(part.data)  # components first
+    assert np.array_equal(np.moveaxis(decoded, 0, -1), ds.pixel_array[1])
     assert local.archive.retrieve.copies_served == served + 1
 
 
