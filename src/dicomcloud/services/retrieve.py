@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from dicomcloud.domain.derived import DerivedCopy, source_version
 from dicomcloud.domain.records import InstanceRecord
-from dicomcloud.errors import NotAcceptable, NotFound
+from dicomcloud.errors import IndexUnavailable, NotAcceptable, NotFound
 from dicomcloud.ports import BlobStore, DerivedCopyStore, Index
 from dicomcloud.services import syntaxes as ts
 from dicomcloud.services.frames import (
@@ -39,6 +40,8 @@ from dicomcloud.services.transcode import (
     pixel_problem,
     transcode_part10,
 )
+
+log = logging.getLogger(__name__)
 
 #: A transfer syntax preference: a UID, ``AS_STORED`` ("*", PS3.18 8.7.3.5.2) or
 #: ``DEFAULT`` (no transfer-syntax parameter: PS3.18 8.7.3.4).
@@ -255,10 +258,15 @@ class RetrieveService:
 
     async def stored_copy(self, record: InstanceRecord, target: str) -> DerivedCopy | None:
         """The viewer-ready copy of this stored version of the instance in ``target``,
-        if one is kept (and still present)."""
+        if one is recorded.  The copies only save work: if the index cannot tell, the
+        instance is converted as if there were none."""
         if self.copies is None or target == record.transfer_syntax_uid:
             return None
-        copy = await self.copies.get_copy(record.tenant_id, record.sop_instance_uid, target)
+        try:
+            copy = await self.copies.get_copy(record.tenant_id, record.sop_instance_uid, target)
+        except IndexUnavailable as exc:
+            log.warning("viewer-ready copies not looked up: %s", exc)
+            return None
         if copy is None or copy.source_version != source_version(record):
             return None  # none, or made from a version the instance replaced
         return copy
