@@ -124,19 +124,27 @@ async def test_a_stored_copy_is_served_instead_of_a_conversion(
 
 
 @pytest.mark.backend
-async def test_a_copy_made_through_redis_is_served(make_archive: ArchiveFactory) -> None:
-    require_redis()
+@pytest.mark.parametrize("kind", ["redis", "kafka"])
+async def test_a_copy_made_through_a_broker_is_served(
+    kind: str, make_archive: ArchiveFactory, request: pytest.FixtureRequest
+) -> None:
     prefix = unique_prefix()
+    tansu_address = None
+    if kind == "redis":
+        require_redis()
+    else:
+        tansu_address = request.getfixturevalue("tansu")
     try:
         local = await make_archive(
-            events__url=bus_url("redis", prefix),
+            events__url=bus_url(kind, prefix, tansu_address),
             workers__transcoder__enabled=True,
             workers__transcoder__target=ts.HTJ2K_LOSSLESS,
         )
         await _check_served(local, "MR_small_jpeg_ls_lossless.dcm", ts.HTJ2K_LOSSLESS)
         await local.close()
     finally:
-        drop_redis_prefix(prefix)
+        if kind == "redis":
+            drop_redis_prefix(prefix)
 
 
 async def test_native_frames_come_from_the_copy(make_archive: ArchiveFactory) -> None:
