@@ -195,6 +195,7 @@ async def dimse_for(local: LocalArchive) -> AsyncIterator[LocalDimse]:
         query=local.archive.query,
         blobs=local.archive.blobs,
         access=local.archive.access,
+        retrieve=local.archive.retrieve,
     )
     server.start()
     try:

@@ -13,13 +13,22 @@ from dicomcloud.config import Settings
 from dicomcloud.domain.extended_tags import ExtendedTag
 from dicomcloud.domain.records import DuplicatePolicy
 from dicomcloud.events import OutboxRelay, open_event_bus
-from dicomcloud.ports import AccessLogStore, BlobStore, EventBus, Index, InstanceWrite, RetryPolicy
+from dicomcloud.ports import (
+    AccessLogStore,
+    BlobStore,
+    DerivedCopyStore,
+    EventBus,
+    Index,
+    InstanceWrite,
+    RetryPolicy,
+)
 from dicomcloud.services.access_log import AccessLogSink
 from dicomcloud.services.ingest import IngestService
 from dicomcloud.services.metadata import MetadataService, MetadataWorker
 from dicomcloud.services.query import QueryService
 from dicomcloud.services.retrieve import RetrieveService
 from dicomcloud.services.search_cache import SearchCache
+from dicomcloud.services.viewer_ready import TranscoderWorker, ViewerReadyCopies
 from dicomcloud.storage import FilesystemBlobStore, S3Options, open_blob_store
 from dicomcloud.workers import Consumer, Workers, load_consumer
 
@@ -99,6 +108,18 @@ def open_access_store(index: Index) -> AccessLogStore:
     return MemoryAccessLog()
 
 
+def open_copy_store(index: Index) -> DerivedCopyStore:
+    """Where viewer-ready copies are recorded: the index database's ``derived_copy``
+    and ``transcode_failure`` tables, or memory next to an in-memory index."""
+    from dicomcloud.index.derived import SqlDerivedCopies
+    from dicomcloud.index.memory_derived import MemoryDerivedCopies
+    from dicomcloud.index.sql_index import SqlIndex
+
+    if isinstance(index, SqlIndex):
+        return SqlDerivedCopies(index.runner)
+    return MemoryDerivedCopies()
+
+
 def sweep_temporary_files(settings: Settings) -> int:
     """Delete what interrupted writes left behind (STOW-RS spool files, blob temp
     files).  Nothing there was ever acknowledged; call before serving starts."""
@@ -151,9 +172,12 @@ class Archive:
     access_store: AccessLogStore
     #: The access-log sink; None with ``[audit] enabled = false``.
     access: AccessLogSink | None
+    #: Viewer-ready copies (``[workers.transcoder]``); None when it is disabled.
+    viewer_ready: ViewerReadyCopies | None = None
     _started: bool = field(default=False, repr=False)
     _metadata_worker: MetadataWorker | None = field(default=None, repr=False)
     _workers: Workers | None = field(default=None, repr=False)
+    _transcoder: TranscoderWorker | None = field(default=None, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Archive:
@@ -213,13 +237,26 @@ class Archive:
             cache=cache,
             cache_ttl=settings.cache.metadata_ttl_seconds,
         )
+        transcoder = settings.workers.transcoder
+        viewer_ready = None
+        if transcoder.enabled:
+            viewer_ready = ViewerReadyCopies(
+                index,
+                blobs,
+                open_copy_store(index),
+                cpu,
+                sources=transcoder.sources,
+                target=transcoder.target,
+                verify=transcoder.verify,
+            )
+        copies = viewer_ready.copies if viewer_ready is not None else None
         return cls(
             settings,
             index,
             blobs,
             bus,
             ingest,
-            RetrieveService(index, blobs),
+            RetrieveService(index, blobs, copies=copies),
             relay,
             spool_dir,
             QueryService(index),
@@ -229,6 +266,7 @@ class Archive:
             search_cache,
             access_store,
             access,
+            viewer_ready,
         )
 
     async def start(self, *, relay: bool = True, workers: bool | None = None) -> None:
@@ -263,6 +301,11 @@ class Archive:
             )
             await self._metadata_worker.start()
             consumers.append(self._metadata_worker.consumer)
+        if self.viewer_ready is not None:
+            self._transcoder = TranscoderWorker(
+                self.viewer_ready, concurrency=config.transcoder.concurrency
+            )
+            consumers.append(self._transcoder.consumer)
         consumers.extend(users)
         retry = RetryPolicy(config.max_attempts, config.retry_backoff_seconds)
         self._workers = Workers(self.bus, consumers, retry)
@@ -287,6 +330,11 @@ class Archive:
         await self.cache.close()
         await self.index.close()
         self.cpu.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def transcoder(self) -> TranscoderWorker | None:
+        """The viewer-ready transcoder (None where it does not run)."""
+        return self._transcoder
 
     @property
     def metadata_worker(self) -> MetadataWorker | None:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 6.2 AE: no backslash
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TENANT_PATTERN = _TENANT
+_UID_VALUE = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # PS3.5 9.1
 
 
 def split_address(address: str) -> tuple[str, int] | None:
@@ -257,6 +258,59 @@ class EventSettings(_Section):
         return value
 
 
+#: ``[workers.transcoder] sources`` value meaning every transfer syntax.
+ALL_SYNTAXES = "*"
+
+
+class TranscoderSettings(_Section):
+    """The viewer-ready transcoder (consumer group ``transcoder``, docs/events.md):
+    keeps, next to each stored instance whose transfer syntax is one of ``sources``,
+    a copy in ``target`` that WADO-RS serves without transcoding on request.  The
+    original is never changed; only lossless targets are allowed, so that the copy
+    decodes to exactly the original's pixels."""
+
+    enabled: bool = False
+    #: Transfer syntax UIDs to keep a copy of (``"*"``: every one but ``target``).
+    #: The default: the compressed syntaxes browsers' viewers most often cannot decode.
+    sources: tuple[str, ...] = (
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+    )
+    #: The copy's transfer syntax: Explicit VR Little Endian (the DICOMweb default,
+    #: PS3.18 8.7.3.4) or a lossless compressed one such as HTJ2K Lossless
+    #: ``1.2.840.10008.1.2.4.201``.
+    target: str = "1.2.840.10008.1.2.1"
+    #: Instances transcoded at once by one worker process (CPU bound).
+    concurrency: int = Field(default=2, ge=1, le=64)
+    #: Decode the copy and compare its pixels with the original's before keeping it.
+    verify: bool = True
+
+    @field_validator("sources")
+    @classmethod
+    def _valid_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uid in value:
+            if uid != ALL_SYNTAXES and not _UID_VALUE.match(uid):
+                raise ValueError(f"{uid!r} is not a transfer syntax UID (or '*')")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _lossless_target(cls, value: str) -> str:
+        from dicomcloud.services import syntaxes
+        from dicomcloud.services.transcode import TARGETS
+
+        if value not in TARGETS:
+            raise ValueError(f"{value!r} is not a transfer syntax this archive can encode")
+        if syntaxes.is_lossy(value):
+            raise ValueError(f"{value} is lossy: the viewer-ready copy must be lossless")
+        return value
+
+
 class WorkerSettings(_Section):
     """Event consumers: the series metadata builder and your own (docs/events.md)."""
 
@@ -271,6 +325,8 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(default=5, ge=1, le=100)
     #: Wait after the first failed attempt; doubled after each further one (max 30 s).
     retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    #: The viewer-ready transcoder (``[workers.transcoder]``).
+    transcoder: TranscoderSettings = TranscoderSettings()
 
     @field_validator("consumers")
     @classmethod

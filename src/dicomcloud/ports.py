@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from dicomcloud.domain.access import AccessQuery, AccessRecord
+from dicomcloud.domain.derived import DerivedCopy, TranscodeFailure
 from dicomcloud.domain.events import StoredEvent
 from dicomcloud.domain.query import Query
 from dicomcloud.domain.records import (
@@ -316,4 +317,48 @@ class AccessLogStore(Protocol):
 
     async def purge(self, before: datetime) -> int:
         """Delete the records older than ``before``; return how many."""
+        ...
+
+
+class DerivedCopyStore(Protocol):
+    """Which viewer-ready copies of instances exist (``dicomcloud.domain.derived``),
+    and which conversions failed: one copy and one failure record at most per
+    (tenant, SOP Instance UID, transfer syntax)."""
+
+    async def record_copy(self, copy: DerivedCopy) -> DerivedCopy | None:
+        """Keep ``copy`` (replacing the instance's copy in that syntax, if any) and
+        forget a failure recorded for it, in ONE transaction; return the copy it
+        replaced (its blob is the caller's to delete), or None."""
+        ...
+
+    async def get_copy(
+        self, tenant_id: str, sop_instance_uid: str, transfer_syntax_uid: str
+    ) -> DerivedCopy | None:
+        """The instance's copy in ``transfer_syntax_uid``, if any."""
+        ...
+
+    async def list_copies(self, tenant_id: str, sop_instance_uid: str) -> list[DerivedCopy]:
+        """Every copy of the instance, by transfer syntax."""
+        ...
+
+    async def record_failure(self, failure: TranscodeFailure) -> TranscodeFailure:
+        """Record a failed conversion: ``attempts`` is one more than the record of the
+        same source version had (1 for a new one or another version); the record as
+        kept is returned."""
+        ...
+
+    async def get_failure(
+        self, tenant_id: str, sop_instance_uid: str, transfer_syntax_uid: str
+    ) -> TranscodeFailure | None:
+        """The failure recorded for the instance in ``transfer_syntax_uid``, if any."""
+        ...
+
+    async def delete_copy(self, copy: DerivedCopy) -> bool:
+        """Remove the record of ``copy`` if it is still the instance's copy in its
+        syntax (same blob key); whether it was removed."""
+        ...
+
+    async def forget(self, tenant_id: str, sop_instance_uid: str) -> list[DerivedCopy]:
+        """Remove every copy and failure record of the instance (it was deleted);
+        return the copies removed (their blobs are the caller's to delete)."""
         ...

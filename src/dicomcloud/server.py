@@ -101,6 +101,7 @@ async def run(settings: Settings, *, migrate: bool = True, primary: bool = True)
         blobs=archive.blobs,
         reuse_port=not primary or worker_count(settings) > 1,
         access=archive.access,
+        retrieve=archive.retrieve,
     )
     http_socket: socket.socket | None = None
     try:

@@ -32,6 +32,7 @@ from dicomcloud.domain.query import Query, QueryError, QueryLevel, parse_qido
 from dicomcloud.domain.records import InstanceRecord
 from dicomcloud.ports import BlobStore
 from dicomcloud.services.query import INSTANCE_SEARCH_KEYS, QueryService
+from dicomcloud.services.retrieve import RetrieveService
 
 __all__ = [
     "MAX_SUB_OPERATIONS",
@@ -160,11 +161,15 @@ class InstanceSource:
         loop: asyncio.AbstractEventLoop,
         *,
         timeout: float,
+        retrieve: RetrieveService | None = None,
     ) -> None:
+        """``retrieve``: where viewer-ready copies are found (sent instead of a
+        conversion when the peer takes their syntax); None sends none."""
         self._query = query
         self._blobs = blobs
         self._loop = loop
         self._timeout = timeout
+        self._retrieve = retrieve if retrieve is not None and retrieve.copies else None
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -208,7 +213,20 @@ class InstanceSource:
             reading.cancel()
             log.warning("cannot read instance %s: %r", record.sop_instance_uid, exc)
             return EncodedInstance(record, None, f"cannot read the stored object: {exc!r}")
-        return EncodedInstance(record, data)
+        instance = EncodedInstance(record, data)
+        if self._retrieve is not None:
+            instance.load_copy = lambda target: self._copy(record, target)
+        return instance
+
+    def _copy(self, record: InstanceRecord, target: str) -> bytes | None:
+        """The viewer-ready copy of ``record`` in ``target`` (None if there is none or
+        it cannot be read now: the sub-operation converts instead)."""
+        assert self._retrieve is not None
+        try:
+            return self._run(self._retrieve.copy_bytes(record, target))
+        except Exception as exc:
+            log.warning("copy of %s in %s not read: %r", record.sop_instance_uid, target, exc)
+            return None
 
 
 def failure(status: int, comment: str) -> Dataset:

@@ -62,6 +62,7 @@ from dicomcloud.ports import BlobStore
 from dicomcloud.services.access_log import AccessLogSink
 from dicomcloud.services.ingest import IngestContext, IngestResult, IngestService
 from dicomcloud.services.query import QueryService
+from dicomcloud.services.retrieve import RetrieveService
 from dicomcloud.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,11 @@ class DimseServer:
         blobs: BlobStore | None = None,
         reuse_port: bool = False,
         access: AccessLogSink | None = None,
+        retrieve: RetrieveService | None = None,
     ) -> None:
         """``access``: the sink receiving an access record per association and per
         C-ECHO / C-FIND / C-GET / C-MOVE (``dicomcloud.dimse.access``); None records
-        nothing."""
+        nothing.  ``retrieve``: where C-GET / C-MOVE find viewer-ready copies."""
         self._settings = settings
         self._ingest = ingest
         self._query = query
@@ -101,7 +103,9 @@ class DimseServer:
         self._server: ThreadedAssociationServer | None = None
         self._source: InstanceSource | None = None
         if query is not None and blobs is not None:
-            self._source = InstanceSource(query, blobs, loop, timeout=settings.dimse.dimse_timeout)
+            self._source = InstanceSource(
+                query, blobs, loop, timeout=settings.dimse.dimse_timeout, retrieve=retrieve
+            )
         self._access = (
             DimseAccessLog(access, loop, default_tenant=settings.default_tenant)
             if access is not None

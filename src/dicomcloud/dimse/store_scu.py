@@ -17,6 +17,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any, Final
 
@@ -74,6 +75,9 @@ class EncodedInstance(Dataset):
         self.part10: bytes | None = part10
         self.problem: str = problem
         self.move_originator: str | None = None
+        #: The instance's viewer-ready copy in a transfer syntax, or None (blocking:
+        #: called from the association's thread); None: no copies are kept.
+        self.load_copy: Callable[[str], bytes | None] | None = None
 
 
 def set_nodelay(event: Any) -> None:
@@ -162,7 +166,8 @@ def encoding_for(assoc: Any, instance: EncodedInstance) -> tuple[PresentationCon
     for target in targets:
         if target in contexts and can_transcode(stored, target):
             try:
-                converted = transcode_part10(instance.part10, target)
+                kept = instance.load_copy(target) if instance.load_copy is not None else None
+                converted = kept if kept is not None else transcode_part10(instance.part10, target)
             except (DicomCloudError, ValueError) as exc:
                 problems.append(getattr(exc, "reason", str(exc)))
                 continue

@@ -305,3 +305,39 @@ access_log = sa.Table(
     sa.Index(None, "time"),
     **MYSQL_TABLE_ARGS,
 )
+
+#: Viewer-ready copies (``dicomcloud.domain.derived.DerivedCopy``): an instance kept once
+#: more in another transfer syntax, made from the stored version ``source_version``.
+derived_copy = sa.Table(
+    "derived_copy",
+    metadata,
+    _tenant(),
+    _uid("sop_instance_uid"),
+    _uid("transfer_syntax_uid"),
+    _uid("study_instance_uid"),
+    _uid("series_instance_uid"),
+    sa.Column("blob_key", sa.String(BLOB_KEY), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("source_version", sa.String(64), nullable=False),
+    sa.Column("created_at", timestamp_type(), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "sop_instance_uid", "transfer_syntax_uid"),
+    **MYSQL_TABLE_ARGS,
+)
+
+#: Conversions to a viewer-ready copy that failed (``TranscodeFailure``), with how
+#: often; removed once a copy is kept.
+transcode_failure = sa.Table(
+    "transcode_failure",
+    metadata,
+    _tenant(),
+    _uid("sop_instance_uid"),
+    _uid("transfer_syntax_uid"),
+    _uid("study_instance_uid"),
+    _uid("series_instance_uid"),
+    sa.Column("source_version", sa.String(64), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("reason", sa.String(1024), nullable=False),
+    sa.Column("failed_at", timestamp_type(), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "sop_instance_uid", "transfer_syntax_uid"),
+    **MYSQL_TABLE_ARGS,
+)

@@ -10,15 +10,18 @@ stays bounded by the largest instance whatever the size of the study.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from dicomcloud.domain.derived import DerivedCopy, source_version
 from dicomcloud.domain.records import InstanceRecord
-from dicomcloud.errors import NotAcceptable, NotFound
-from dicomcloud.ports import BlobStore, Index
+from dicomcloud.errors import IndexUnavailable, NotAcceptable, NotFound
+from dicomcloud.ports import BlobStore, DerivedCopyStore, Index
 from dicomcloud.services import syntaxes as ts
 from dicomcloud.services.frames import (
     Frame,
@@ -37,6 +40,8 @@ from dicomcloud.services.transcode import (
     pixel_problem,
     transcode_part10,
 )
+
+log = logging.getLogger(__name__)
 
 #: A transfer syntax preference: a UID, ``AS_STORED`` ("*", PS3.18 8.7.3.5.2) or
 #: ``DEFAULT`` (no transfer-syntax parameter: PS3.18 8.7.3.4).
@@ -191,9 +196,20 @@ async def find_instance(
 
 
 class RetrieveService:
-    def __init__(self, index: Index, blobs: BlobStore, *, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        index: Index,
+        blobs: BlobStore,
+        *,
+        workers: int | None = None,
+        copies: DerivedCopyStore | None = None,
+    ) -> None:
         self.index = index
         self.blobs = blobs
+        #: Viewer-ready copies (``services.viewer_ready``): sent instead of converting.
+        self.copies = copies
+        #: Instances and frames sent from a viewer-ready copy (observability, tests).
+        self.copies_served = 0
         # Transcoding is CPU work: off the event loop (codecs release the GIL).
         self._pool = ThreadPoolExecutor(
             workers or min(4, os.cpu_count() or 1), thread_name_prefix="transcode"
@@ -240,8 +256,40 @@ class RetrieveService:
             raise NotFound(f"the stored object of instance {sop_uid} is missing")
         return StoredInstance(record, self.blobs.stream(record.blob_key))
 
+    async def stored_copy(self, record: InstanceRecord, target: str) -> DerivedCopy | None:
+        """The viewer-ready copy of this stored version of the instance in ``target``,
+        if one is recorded.  The copies only save work: if the index cannot tell, the
+        instance is converted as if there were none."""
+        if self.copies is None or target == record.transfer_syntax_uid:
+            return None
+        try:
+            copy = await self.copies.get_copy(record.tenant_id, record.sop_instance_uid, target)
+        except IndexUnavailable as exc:
+            log.warning("viewer-ready copies not looked up: %s", exc)
+            return None
+        if copy is None or copy.source_version != source_version(record):
+            return None  # none, or made from a version the instance replaced
+        return copy
+
+    async def copy_bytes(self, record: InstanceRecord, target: str) -> bytes | None:
+        """The Part-10 bytes of the instance's viewer-ready copy in ``target``, or None
+        (C-GET / C-MOVE sub-operations: sent instead of converting)."""
+        copy = await self.stored_copy(record, target)
+        if copy is None:
+            return None
+        try:
+            data = await self.blobs.get(copy.blob_key)
+        except NotFound:
+            return None
+        self.copies_served += 1
+        return data
+
     async def transcoded(self, record: InstanceRecord, target: str) -> bytes:
-        """The instance as Part-10 bytes in ``target`` (made in the worker pool)."""
+        """The instance as Part-10 bytes in ``target``: its viewer-ready copy if one is
+        kept, otherwise converted now (in the worker pool)."""
+        kept = await self.copy_bytes(record, target)
+        if kept is not None:
+            return kept
         data = await self.blobs.get(record.blob_key)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, transcode_part10, data, target)
@@ -277,6 +325,21 @@ class RetrieveService:
         """
         layout = await self._layout(record)
         check_frames(layout, record.transfer_syntax_uid, numbers, target)
+        if target != stored_form(layout):
+            copy = await self.stored_copy(record, target)
+            if copy is not None:
+                # The frames of the viewer-ready copy are in ``target`` already.
+                source = replace(
+                    record,
+                    blob_key=copy.blob_key,
+                    size=copy.size,
+                    transfer_syntax_uid=copy.transfer_syntax_uid,
+                )
+                with contextlib.suppress(NotFound):
+                    copied = await self._layout(source)
+                    if stored_form(copied) == target and copied.frames == layout.frames:
+                        record, layout = source, copied
+                        self.copies_served += 1
         loop = asyncio.get_running_loop()
         frames: list[Frame] = []
         for number in numbers:

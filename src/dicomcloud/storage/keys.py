@@ -70,3 +70,23 @@ def check_key(key: str) -> list[str]:
     if not segments or any(not _SEGMENT.match(s) or s in {".", ".."} for s in segments):
         raise ValueError(f"invalid storage key {key!r}")
     return segments
+
+
+def derived_key(
+    tenant_id: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    transfer_syntax_uid: str,
+    version: str,
+) -> str:
+    """The key of a viewer-ready copy of an instance (in the instance store):
+    ``{tenant}/{study}/{series}/{sop}.derived/{transfer syntax}.{version}.dcm``,
+    ``version`` a hex fingerprint of the stored original it was made from.  The
+    ``.derived`` folder never matches an instance key (``{sop}[.{version}].dcm``)."""
+    for uid in (sop_uid, transfer_syntax_uid):
+        if len(uid) > 64 or not _UID.match(uid):
+            raise ValueError(f"invalid UID {uid!r}")
+    _check_version(version)
+    prefix = _series_prefix(tenant_id, study_uid, series_uid)
+    return f"{prefix}/{sop_uid}.derived/{transfer_syntax_uid}.{version}.dcm"
