@@ -19,11 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from conftest import free_port, require
 
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc_provider"
 CLIENT_ID = "dicomcloud-browser"
-AUDIENCE = "dicomcloud-browser-test"
+#: The confidential client that gets tokens with the client credentials grant.
+UPLOADER_ID = "uploader"
+UPLOADER_SECRET = "uploader-secret"
+AUDIENCE = "urn:dicomcloud:browser-test"
 START_TIMEOUT = 90.0
 
 
@@ -37,6 +42,18 @@ class NodeProvider:
 
     def log(self) -> str:
         return "\n".join(self.lines)
+
+    def client_token(self, resource: str, scope: str = "dicom:read dicom:write") -> str:
+        """An access token of the confidential client (RFC 6749 4.4, RFC 8707 resource)."""
+        response = httpx.post(
+            f"{self.url}/token",
+            data={"grant_type": "client_credentials", "resource": resource, "scope": scope},
+            auth=(UPLOADER_ID, UPLOADER_SECRET),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
 
 
 def install() -> Path:
@@ -65,10 +82,12 @@ def node_provider(
     post_logout_redirect_uris: list[str] | None = None,
     audience: str = AUDIENCE,
     client_id: str = CLIENT_ID,
+    port: int | None = None,
 ) -> Iterator[NodeProvider]:
-    """The provider on a free port of 127.0.0.1 for the ``with`` block."""
+    """The provider on ``port`` (a free one by default) of 127.0.0.1 for the ``with``
+    block."""
     node = install()
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "PORT": str(port),
@@ -77,6 +96,8 @@ def node_provider(
         "REDIRECT_URIS": ",".join(redirect_uris),
         "POST_LOGOUT_REDIRECT_URIS": ",".join(post_logout_redirect_uris or []),
         "RESOURCE_SCOPES": "dicom:read dicom:write",
+        "UPLOADER_ID": UPLOADER_ID,
+        "UPLOADER_SECRET": UPLOADER_SECRET,
     }
     process = subprocess.Popen(
         [str(node), "provider.mjs"],
