@@ -321,3 +321,17 @@ def test_without_a_token_dicomweb_answers_401(secured: SecuredSite) -> None:
     assert page.status_code == 200  # the page itself holds no data
     assert config.status_code == 200 and config.json()["client_id"] == CLIENT_ID
     assert allowed.status_code == 200 and len(allowed.json()) == len(DATASET)
+
+
+def test_an_answer_to_a_login_not_started_here_is_refused(
+    page: Page, secured: SecuredSite, traffic: Traffic
+) -> None:
+    """A code injected into the redirect URI (RFC 6749 10.12, CSRF) is not exchanged."""
+    page.goto("/ui/?code=stolen-code&state=forged-state")
+
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#message")).to_contain_text("(state)")
+    expect(page.locator("#user")).to_be_hidden()
+    assert not [r for r in traffic.requests if r.url.startswith(f"{secured.provider.url}/token")]
+    assert not traffic.to(secured.base_url, "/dicom-web/")
+    assert page.evaluate("sessionStorage.getItem('dicomcloud.token')") is None
