@@ -341,3 +341,16 @@ def test_an_answer_to_a_login_not_started_here_is_refused(
     assert not [r for r in traffic.requests if r.url.startswith(f"{secured.provider.url}/token")]
     assert not traffic.to(secured.base_url, "/dicom-web/")
     assert page.evaluate("sessionStorage.getItem('dicomcloud.token')") is None
+
+
+def test_the_code_challenge_is_rfc_7636_s256(page: Page, secured: SecuredSite) -> None:
+    """The page's S256 transformation gives RFC 7636 Appendix B's challenge."""
+    page.goto("/ui/?code=none&state=none")  # stays on the page: the login is refused
+    page.wait_for_selector("body[data-ready=true]")
+
+    challenge = page.evaluate(
+        "import('./auth.js').then((auth) =>"
+        " auth.challengeOf('dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'))"
+    )
+
+    assert challenge == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"

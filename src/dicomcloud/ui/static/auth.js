@@ -31,7 +31,7 @@ function randomString(bytes = 32) {
 }
 
 /** The S256 code challenge of `verifier` (RFC 7636 4.2). */
-async function challengeOf(verifier) {
+export async function challengeOf(verifier) {
   return base64url(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier)));
 }
 
