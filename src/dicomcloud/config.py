@@ -753,7 +753,28 @@ class AuthSettings(_Section):
     def _oidc_needs_issuer(self) -> AuthSettings:
         if self.oidc and (not self.issuer or not self.audience):
             raise ValueError(f"mode {self.mode!r} needs auth.issuer and auth.audience")
+        if self.browser_client_id and not self.oidc:
+            raise ValueError(
+                "auth.browser_client_id logs the pages in at the OIDC issuer:"
+                f" mode {self.mode!r} accepts no bearer tokens (use oidc or oidc+apikey)"
+            )
         return self
+
+    @field_validator("authorization_endpoint", "token_endpoint", "end_session_endpoint")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/?#]+", value):
+            raise ValueError(f"{value!r} is not an absolute http(s) URL")
+        return value
+
+    @field_validator("browser_scopes")
+    @classmethod
+    def _scope_tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        for scope in value:
+            if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):
+                raise ValueError(f"{scope!r} is not an OAuth 2.0 scope token (RFC 6749 3.3)")
+        return value
 
     @property
     def oidc(self) -> bool:

@@ -148,3 +148,19 @@ async def test_the_viewer_config_is_unchanged_without_authentication(
     script = await local.client.get("/viewer/app-config.js")
 
     assert script.text == "window.config = {};"
+
+
+async def test_a_discovery_document_of_another_issuer_is_refused(
+    make_archive: ArchiveFactory, provider: NodeProvider
+) -> None:
+    local = await make_archive(
+        auth__mode="oidc",
+        auth__issuer=provider.url + "/",  # not the issuer the document names (Discovery 4.3)
+        auth__audience=AUDIENCE,
+        auth__browser_client_id=CLIENT_ID,
+    )
+
+    response = await local.client.get("/api/auth-config")
+
+    assert response.status_code == 503
+    assert "names issuer" in response.json()["error"]
