@@ -3,7 +3,9 @@
 #   scripts/bootstrap.sh           uv (from PyPI) and the locked environment in .venv
 #   scripts/bootstrap.sh test      ... plus Debian's dcmtk (storescu, findscu, ...) and
 #                                  chromium (the browser tests drive /usr/bin/chromium
-#                                  with Playwright; no browser is downloaded)
+#                                  with Playwright; no browser is downloaded), and
+#                                  the OpenID provider the login tests use (npm
+#                                  oidc-provider, run with the machine's Node.js >= 20)
 #   scripts/bootstrap.sh bench     ... plus Debian's orthanc and orthanc-dicomweb
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
@@ -31,6 +33,8 @@ if [ "$mode" = test ] || [ "$mode" = bench ]; then
     command -v storescu >/dev/null 2>&1 || need_apt+=(dcmtk)
     [ -x /usr/bin/chromium ] || need_apt+=(chromium)
     dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
+    command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+    command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 fi
 if [ "$mode" = bench ]; then
     command -v Orthanc >/dev/null 2>&1 || need_apt+=(orthanc)
@@ -48,4 +52,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     else
         echo "bootstrap: warning: ${need_apt[*]} missing; interop tests will be skipped" >&2
     fi
+fi
+
+# The login tests' OpenID provider (tests/oidc_provider, from its package-lock.json).
+if [ "$mode" = test ] && command -v npm >/dev/null 2>&1 \
+    && [ ! -f tests/oidc_provider/node_modules/oidc-provider/package.json ]; then
+    echo "bootstrap: installing the test OpenID provider (npm ci)" >&2
+    (cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error) \
+        || echo "bootstrap: warning: npm ci failed; the login tests will install it themselves" >&2
 fi

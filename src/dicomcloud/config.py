@@ -752,6 +752,20 @@ class AuthSettings(_Section):
     rules: tuple[ClaimRule, ...] = ()
     #: The ``realm`` of ``WWW-Authenticate`` challenges (RFC 7235 2.2).
     realm: str = "dicomcloud"
+    #: The study browser's and the viewer's OAuth 2.0 client at ``issuer``: a public
+    #: client (no secret) using the authorization code flow with PKCE (RFC 7636, S256),
+    #: registered with the redirect URIs ``{base}/ui/`` and ``{base}/viewer/callback``.
+    #: Empty: the pages do not log in (their DICOMweb calls are refused).
+    browser_client_id: str = ""
+    #: Scopes the pages ask for (RFC 6749 3.3); ``openid`` makes it an OIDC login.
+    browser_scopes: tuple[str, ...] = ("openid", "dicom:read", "dicom:write")
+    #: Extra parameters of the authorization request: ``audience`` for Auth0,
+    #: ``resource`` (RFC 8707) for providers that issue tokens per resource server.
+    browser_authorize_params: dict[str, str] = Field(default_factory=dict)
+    #: The provider's endpoints; empty: from its discovery document (OIDC Discovery 3).
+    authorization_endpoint: str = ""
+    token_endpoint: str = ""
+    end_session_endpoint: str = ""
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -795,7 +809,28 @@ class AuthSettings(_Section):
     def _oidc_needs_issuer(self) -> AuthSettings:
         if self.oidc and (not self.issuer or not self.audience):
             raise ValueError(f"mode {self.mode!r} needs auth.issuer and auth.audience")
+        if self.browser_client_id and not self.oidc:
+            raise ValueError(
+                "auth.browser_client_id logs the pages in at the OIDC issuer:"
+                f" mode {self.mode!r} accepts no bearer tokens (use oidc or oidc+apikey)"
+            )
         return self
+
+    @field_validator("authorization_endpoint", "token_endpoint", "end_session_endpoint")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/?#]+", value):
+            raise ValueError(f"{value!r} is not an absolute http(s) URL")
+        return value
+
+    @field_validator("browser_scopes")
+    @classmethod
+    def _scope_tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        for scope in value:
+            if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):
+                raise ValueError(f"{scope!r} is not an OAuth 2.0 scope token (RFC 6749 3.3)")
+        return value
 
     @property
     def oidc(self) -> bool:
@@ -808,6 +843,11 @@ class AuthSettings(_Section):
     @property
     def enabled(self) -> bool:
         return self.oidc or self.api_keys
+
+    @property
+    def browser_login(self) -> bool:
+        """Whether the study browser and the viewer log in at the provider."""
+        return self.oidc and bool(self.browser_client_id)
 
     def claim_rules(self) -> tuple[ClaimRule, ...]:
         return self.rules or DEFAULT_CLAIM_RULES

@@ -115,6 +115,8 @@ class NetworkLog:
 
     host: str
     requests: list[str] = field(default_factory=list)
+    #: Other hosts the page may talk to (the identity provider of a login test).
+    other_hosts: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
     #: (status, URL path) answers a test expects (a refused upload's 409).
     expected: list[tuple[int, str]] = field(default_factory=list)
@@ -125,7 +127,8 @@ class NetworkLog:
     def request(self, url: str) -> None:
         self.requests.append(url)
         parts = urlsplit(url)
-        if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc != self.host:
+        allowed = (self.host, *self.other_hosts)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc not in allowed:
             self.problems.append(f"request to another host: {url}")
 
     def response(self, status: int, method: str, url: str) -> None:

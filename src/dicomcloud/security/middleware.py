@@ -38,8 +38,9 @@ from dicomcloud.security.tokens import TokenValidator
 
 log = logging.getLogger(__name__)
 
-#: Paths anyone may call: liveness and readiness probes of orchestrators.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/ui", "/viewer"})
+#: Paths anyone may call: liveness and readiness probes of orchestrators, and where the
+#: pages learn how to log in (public values only).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/ui", "/viewer", "/api/auth-config"})
 #: Static pages and scripts of the study browser and the viewer: no patient data (their
 #: DICOMweb calls are guarded like any other client's).
 OPEN_PREFIXES = ("/ui/", "/viewer/")

@@ -3,14 +3,20 @@
 * ``/`` redirects to ``/ui/``, the study browser (static HTML, CSS and ES modules kept
   in ``dicomcloud/ui/static``; no build step, nothing from another host);
 * ``/api/status``: health and counts for the browser's header;
+* ``/api/auth-config``: whether and where the pages log in (``security.browser_login``),
+  open to anyone like the pages themselves;
 * ``/viewer/``: the OHIF viewer installed by ``dicomcloud viewer install``, with every
   route of the single-page application answered by its ``index.html``; a page saying
-  how to install it when it is not installed.
+  how to install it when it is not installed.  When the pages log in, its
+  ``app-config.js`` gets an ``oidc`` block (OHIF v2's oidc-client: authorization code
+  with PKCE) for the same provider and client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import json
 import mimetypes
 from pathlib import Path
 
@@ -22,10 +28,13 @@ from starlette.staticfiles import StaticFiles
 from dicomcloud import __version__
 from dicomcloud.dicomweb.request_context import DICOMWEB_PREFIX, archive_of
 from dicomcloud.errors import DicomCloudError
+from dicomcloud.security.browser_login import ProviderMetadata, browser_config
 from dicomcloud.ui.viewer_bundle import installed_version
 
 STATIC_DIR = Path(__file__).parent / "static"
 VIEWER_MOUNT = "/viewer"
+#: The pages' login configuration (open to anyone: it holds no secret).
+AUTH_CONFIG = "/api/auth-config"
 #: The viewer's own pages must be revalidated so that a reinstall shows at once.
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
@@ -70,6 +79,57 @@ async def status(request: Request) -> Response:
     )
 
 
+def _provider_metadata(request: Request) -> ProviderMetadata:
+    """The app's cache of the identity provider's discovery document."""
+    state = request.app.state
+    metadata: ProviderMetadata | None = getattr(state, "provider_metadata", None)
+    if metadata is None:
+        metadata = ProviderMetadata(archive_of(request).settings.auth)
+        state.provider_metadata = metadata
+    return metadata
+
+
+async def auth_config(request: Request) -> Response:
+    """``/api/auth-config``: how the pages log in (``browser_config``); 503 when the
+    identity provider's endpoints cannot be found."""
+    settings = archive_of(request).settings.auth
+    try:
+        config = await browser_config(settings, _provider_metadata(request))
+    except DicomCloudError as exc:
+        return JSONResponse(
+            {"status": exc.http_status, "error": exc.reason}, exc.http_status, headers=_NO_CACHE
+        )
+    return JSONResponse(config, headers=_NO_CACHE)
+
+
+def viewer_oidc(config: dict[str, object]) -> str:
+    """The ``oidc`` block of OHIF v2's app configuration for ``config`` (the pages' login
+    configuration): oidc-client's ``UserManager`` settings.  ``response_type: 'code'``
+    makes oidc-client use PKCE; the provider metadata is given so that it needs no
+    discovery request; the user info endpoint is not asked (the access token is the
+    archive's, which a provider may refuse there)."""
+    metadata = {"issuer": config["issuer"]}
+    for name in ("authorization_endpoint", "token_endpoint", "end_session_endpoint", "jwks_uri"):
+        if config.get(name):
+            metadata[name] = config[name]
+    client = {
+        "authority": config["issuer"],
+        "client_id": config["client_id"],
+        "redirect_uri": "/callback",
+        "post_logout_redirect_uri": "/",
+        "response_type": "code",
+        "scope": config["scope"],
+        "loadUserInfo": False,
+        "extraQueryParams": config["authorize_params"],
+        "metadata": metadata,
+    }
+    return (
+        "\n// dicomcloud: log in at the archive's identity provider\nwindow.config.oidc = ["
+        + json.dumps(client)
+        + "];\n"
+    )
+
+
 _NOT_INSTALLED = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Viewer not installed</title>
 <link rel="icon" href="data:,"><link rel="stylesheet" href="/ui/app.css"></head>
@@ -96,8 +156,27 @@ async def viewer(request: Request) -> Response:
     if name and not name.startswith(".") and not name.endswith((".orig", ".gz")):
         candidate = directory / name
         if candidate.is_file() and name != "index.html":
+            if name == "app-config.js":
+                return await _app_config(request, candidate)
             return _file(request, candidate)
     return FileResponse(directory / "index.html", headers=_NO_CACHE)
+
+
+async def _app_config(request: Request, path: Path) -> Response:
+    """The viewer's configuration, with the login block when the pages log in."""
+    settings = archive_of(request).settings.auth
+    script = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    if settings.browser_login:
+        try:
+            config = await browser_config(settings, _provider_metadata(request))
+        except DicomCloudError as exc:
+            return JSONResponse(
+                {"status": exc.http_status, "error": exc.reason},
+                exc.http_status,
+                headers=_NO_CACHE,
+            )
+        script += viewer_oidc(config)
+    return Response(script, media_type="text/javascript", headers=_NO_CACHE)
 
 
 def _file(request: Request, path: Path) -> Response:
@@ -119,6 +198,7 @@ def ui_routes() -> list[BaseRoute]:
     return [
         Route("/", root, methods=["GET"]),
         Route("/api/status", status, methods=["GET"]),
+        Route(AUTH_CONFIG, auth_config, methods=["GET"]),
         Mount("/ui", app=StaticFiles(directory=STATIC_DIR, html=True), name="ui"),
         Route(VIEWER_MOUNT, viewer, methods=["GET"]),
         Route(f"{VIEWER_MOUNT}/{{path:path}}", viewer, methods=["GET"]),

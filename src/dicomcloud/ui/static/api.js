@@ -6,8 +6,11 @@
 /** The DICOMweb root, relative to /ui/ (PS3.18 8.2). */
 export const DICOMWEB = new URL('../dicom-web', document.baseURI).href;
 export const STATUS = new URL('../api/status', document.baseURI).href;
+/** How the pages log in (open to anyone: no secret in it). */
+export const AUTH_CONFIG = new URL('../api/auth-config', document.baseURI).href;
 
 let tokenProvider = null;
+let unauthorizedHandler = null;
 
 /**
  * Give a function returning a bearer token (or a promise of one, or null): it is
@@ -15,6 +18,15 @@ let tokenProvider = null;
  */
 export function setTokenProvider(provider) {
   tokenProvider = provider;
+}
+
+/**
+ * Give a function called when the archive answers 401 (the token expired or was
+ * revoked); it returns true when it takes the page elsewhere (to log in again), and
+ * the request then never settles.
+ */
+export function setUnauthorizedHandler(handler) {
+  unauthorizedHandler = handler;
 }
 
 export class HttpError extends Error {
@@ -33,6 +45,11 @@ export async function request(url, options = {}) {
     if (token) headers.set('Authorization', `Bearer ${token}`);
   }
   const response = await fetch(url, { ...options, headers });
+  if (response.status === 401 && unauthorizedHandler) {
+    await response.text().catch(() => ''); // read it: leaving would abort the answer
+    if (unauthorizedHandler()) return new Promise(() => {}); // leaving to log in again
+    throw new HttpError(401, 'the archive refused the login token');
+  }
   if (!response.ok && !(options.okStatuses || []).includes(response.status)) {
     let reason = response.statusText;
     try {

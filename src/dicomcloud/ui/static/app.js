@@ -1,6 +1,7 @@
 // The study browser: search (QIDO-RS), series thumbnails (WADO-RS /thumbnail), upload
 // (STOW-RS), download (WADO-RS application/zip) and links to the OHIF viewer.
 import * as api from './api.js';
+import * as auth from './auth.js';
 
 const T = {
   StudyInstanceUID: '0020000D',
@@ -336,7 +337,28 @@ function bind() {
   });
 }
 
+/** Log in first when the archive wants it (auth.js); false when that failed. */
+async function authenticate() {
+  try {
+    const { config, user } = await auth.start();
+    if (user !== null || config.login) {
+      $('#user').textContent = user ? `Signed in as ${user}` : 'Signed in';
+      $('#user').hidden = false;
+      $('#logout').hidden = false;
+      $('#logout').addEventListener('click', () => auth.logout(config));
+    }
+    return true;
+  } catch (error) {
+    $('#status').textContent = `Not signed in: ${error.message}`;
+    $('#status').className = 'problem';
+    showMessage(`Login failed: ${error.message}`);
+    return false;
+  }
+}
+
 bind();
-await refreshStatus();
-await runSearch();
+if (await authenticate()) {
+  await refreshStatus();
+  await runSearch();
+}
 document.body.dataset.ready = 'true';
