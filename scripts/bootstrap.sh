@@ -3,7 +3,8 @@
 #   scripts/bootstrap.sh           uv (from PyPI) and the locked environment in .venv
 #   scripts/bootstrap.sh test      ... plus Debian's dcmtk (storescu, findscu, ...) and
 #                                  chromium (the browser tests drive /usr/bin/chromium
-#                                  with Playwright; no browser is downloaded)
+#                                  with Playwright; no browser is downloaded) and nginx
+#                                  (the multi-node recipe's proxy, run unprivileged)
 #   scripts/bootstrap.sh bench     ... plus Debian's orthanc and orthanc-dicomweb
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
@@ -31,6 +32,8 @@ if [ "$mode" = test ] || [ "$mode" = bench ]; then
     command -v storescu >/dev/null 2>&1 || need_apt+=(dcmtk)
     [ -x /usr/bin/chromium ] || need_apt+=(chromium)
     dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
+    # nginx in front of the web nodes of the multi-node recipe (deploy/multinode)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 fi
 if [ "$mode" = bench ]; then
     command -v Orthanc >/dev/null 2>&1 || need_apt+=(orthanc)
