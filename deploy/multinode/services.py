@@ -263,3 +263,21 @@ async def ensure_postgresql_database(url: str) -> bool:
         return True
     finally:
         await conn.close()
+
+
+async def drop_postgresql_database(url: str) -> None:
+    """Drop the database of ``url`` (connections to it are ended first)."""
+    import asyncpg
+
+    parts = urllib.parse.urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"database name {name!r}: use letters, digits and _")
+    admin = urllib.parse.urlunsplit(
+        ("postgresql", parts.netloc, "/postgres", parts.query, parts.fragment)
+    )
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
