@@ -7,6 +7,8 @@ processes on PostgreSQL, Redis, Kafka (Tansu) and S3 (SeaweedFS).
   and the worker node builds its metadata (objects in the metadata bucket);
 * a web node SIGKILLed while clients keep storing through nginx loses nothing that was
   acknowledged (200 and in the ReferencedSOPSequence, PS3.18 10.5.3);
+* the DIMSE node SIGKILLed while a modality keeps sending: every C-STORE confirmed
+  with status 0000 is retrievable once it is back;
 * the worker node SIGKILLed while clients keep storing: once it is back, every stored
   instance's event has been processed (Kafka redelivers what it had not committed).
 """
@@ -52,6 +54,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.backend, pytest.mark.timeout(600)
 
 TIMEOUT = 90.0
 TENANT = "default"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def wait_for(condition: Callable[[], bool], what: str, cluster: Cluster) -> None:
@@ -300,6 +303,81 @@ def test_killing_a_web_node_mid_ingest_loses_nothing_acknowledged(cluster: Clust
     assert set(acknowledged) <= qido_instances(web_1, study)
     for instance in list(acknowledged.values())[:: max(1, len(acknowledged) // 5)]:
         assert retrieve(web_1, instance) == instance.data
+
+
+@dataclass
+class DimseSenders:
+    """A thread storing new instances by C-STORE to the DIMSE node, one association
+    after another (a new one when the node dropped it), until stopped."""
+
+    cluster: Cluster
+    study: str
+    acknowledged: dict[str, Instance] = field(default_factory=dict)
+    aborted: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> DimseSenders:
+        self._thread = threading.Thread(target=self._send, name="c-store", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acknowledged)
+
+    def _send(self) -> None:
+        while not self._stop.is_set():
+            ae = AE(ae_title="MULTINODE")
+            ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 30
+            ae.add_requested_context(SECONDARY_CAPTURE, ExplicitVRLittleEndian)
+            try:
+                assoc = ae.associate(
+                    "127.0.0.1", self.cluster.dicom_port, ae_title=self.cluster.config.ae_title
+                )
+                while assoc.is_established and not self._stop.is_set():
+                    instance = new_instance(study=self.study, pixels=64 * 1024)
+                    try:
+                        status = assoc.send_c_store(dcmread(BytesIO(instance.data)))
+                    except RuntimeError:  # aborted between the check and the send
+                        break
+                    if getattr(status, "Status", None) == 0x0000:
+                        with self._lock:
+                            self.acknowledged[instance.sop] = instance
+                if assoc.is_established:
+                    assoc.release()
+                else:
+                    self.aborted += 1
+            finally:
+                ae.shutdown()
+            if not self._stop.is_set():
+                time.sleep(0.2)  # the node is down: try again soon
+
+
+def test_killing_the_dimse_node_mid_association_loses_nothing_acknowledged(
+    cluster: Cluster,
+) -> None:
+    study = generate_uid()
+    with DimseSenders(cluster, study) as senders:
+        wait_for(lambda: senders.count() >= 6, "C-STOREs confirmed before the kill", cluster)
+        cluster.kill("dimse")
+        at_kill = senders.count()
+        cluster.restart("dimse")
+        wait_for(
+            lambda: senders.count() >= at_kill + 6, "C-STOREs confirmed after the restart", cluster
+        )
+    acknowledged = dict(senders.acknowledged)
+
+    # Every C-STORE confirmed with status 0000 (PS3.4 B.2.3) is there, through nginx.
+    assert set(acknowledged) <= qido_instances(cluster.url, study)
+    for instance in acknowledged.values():
+        assert dataset_bytes(retrieve(cluster.url, instance)) == dataset_bytes(instance.data)
 
 
 def test_killing_the_worker_mid_ingest_loses_no_event(cluster: Cluster, seaweed: SeaweedS3) -> None:
