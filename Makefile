@@ -20,8 +20,8 @@ bootstrap-bench:
 	@bash scripts/bootstrap.sh bench
 
 lint: bootstrap
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench deploy
+	$(VENV)/bin/ruff format --check src tests bench deploy
 
 typecheck: bootstrap
 	$(VENV)/bin/mypy
@@ -30,8 +30,8 @@ pytest: bootstrap-test
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: bootstrap-test
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench deploy
+	$(VENV)/bin/ruff format --check src tests bench deploy
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
