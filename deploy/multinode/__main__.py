@@ -4,10 +4,11 @@ addresses, and stop everything on Ctrl-C (docs/multinode.md)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,9 @@ from deploy.multinode.cluster import (
     ClusterConfig,
     ClusterError,
     nginx_executable,
+    redact,
 )
-from deploy.multinode.services import S3Target
+from deploy.multinode.services import S3Target, drop_postgresql_database
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -29,7 +31,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="2 web nodes behind nginx, 1 DIMSE node and 1 worker node on "
         "PostgreSQL + Redis + Kafka + S3, on 127.0.0.1.",
     )
-    p.add_argument("--work-dir", type=Path, help="logs, node spools, nginx prefix (a temp dir)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("multinode-data"),
+        help="logs, node spools, nginx prefix, and the S3 data of the SeaweedFS started "
+        "here (./multinode-data; kept, like the database)",
+    )
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="start empty: drop the database, the work directory and the Redis keys first",
+    )
     p.add_argument("--index-url", default=DEFAULT_INDEX_URL, help="PostgreSQL (created if missing)")
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     p.add_argument("--kafka", help="Kafka bootstrap host:port (default: start Tansu)")
@@ -68,13 +81,34 @@ def s3_target(args: argparse.Namespace) -> S3Target | None:
     )
 
 
+def reset(args: argparse.Namespace, work_dir: Path) -> None:
+    """Forget the previous run: its database, its work directory (the S3 data of a
+    SeaweedFS started here) and its cache keys.  Objects in an S3 bucket given with
+    --s3-endpoint are left alone: use another --prefix."""
+    import redis
+
+    if args.index_url.startswith("postgresql"):
+        asyncio.run(drop_postgresql_database(args.index_url))
+    shutil.rmtree(work_dir, ignore_errors=True)
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{args.prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+    print(f"reset: dropped {redact(args.index_url)}, {work_dir} and the cache keys")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ports = tuple(int(p) for p in args.node_ports.split(","))
     if len(ports) != 4:
         print("--node-ports: give four ports", file=sys.stderr)
         return 2
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="dicomcloud-multinode-"))
+    work_dir = args.work_dir.resolve()
+    if args.reset:
+        reset(args, work_dir)
     config = ClusterConfig(
         work_dir=work_dir,
         index_url=args.index_url,

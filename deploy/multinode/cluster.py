@@ -204,7 +204,7 @@ class Cluster:
             process, self.kafka = start_tansu(logs / "tansu.log")
             self._services.append(process)
         if self.s3 is None:
-            process, self.s3 = start_seaweedfs(self.work_dir / "services")
+            process, self.s3 = start_seaweedfs(self.work_dir / "seaweedfs")
             self._services.append(process)
         if self.config.index_url.startswith("postgresql"):
             asyncio.run(ensure_postgresql_database(self.config.index_url))
@@ -373,7 +373,7 @@ class Cluster:
         for node in self.nodes.values():
             lines.append(f"node {node.name:<7} ({node.roles:<6}) {node.url}   log {node.log_path}")
         lines += [
-            f"index:   {_redact(self.config.index_url)}",
+            f"index:   {redact(self.config.index_url)}",
             f"events:  {self.events_url}",
             f"cache:   {self.config.redis_url} (keys {self.config.prefix}:*)",
             f"storage: {self.s3.url(self.storage_prefix) if self.s3 else '-'}",
@@ -397,7 +397,7 @@ def unique_prefix(base: str = "dicomcloud") -> str:
     return f"{base}-{uuid.uuid4().hex[:8]}"
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")

