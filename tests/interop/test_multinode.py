@@ -109,6 +109,18 @@ def cluster(
         yield running
     finally:
         running.stop()
+    # SIGTERM stopped every node cleanly, and none failed unexpectedly while it ran
+    # (the SIGKILLs of the tests leave no traceback; their restarts must start cleanly).
+    problems = [
+        f"{node.name}: exit status {node.process.returncode}"
+        for node in running.nodes.values()
+        if node.process is not None and node.process.returncode != 0
+    ]
+    for node in running.nodes.values():
+        log = node.log()
+        if (at := log.find("Traceback (most recent call last)")) >= 0:
+            problems.append(f"{node.name} logged:\n{log[max(0, at - 500) : at + 3000]}")
+    assert not problems, "\n\n".join(problems)
 
 
 # --- helpers ----------------------------------------------------------------------------
