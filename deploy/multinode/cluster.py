@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -311,6 +312,10 @@ class Cluster:
         prefix = self.work_dir / "nginx"
         for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (prefix / "temp" / temp).mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                # Started by root, nginx's worker processes run as nobody.
+                with contextlib.suppress(KeyError, OSError):
+                    os.chown(prefix / "temp" / temp, pwd.getpwnam("nobody").pw_uid, -1)
         conf = prefix / "nginx.conf"
         conf.write_text(self.nginx_config())
         log_path = self.work_dir / "logs" / "nginx.log"
