@@ -147,9 +147,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         while not stopping:
             time.sleep(0.5)
-            if gone := cluster.exited():
-                print(f"warning: not running: {', '.join(gone)}", file=sys.stderr)
-                break
+            for name in cluster.exited():
+                if name == "nginx":
+                    print("error: nginx exited; stopping", file=sys.stderr)
+                    return 1
+                # What systemd's Restart=always would do: a crashed node comes back.
+                print(f"{name} exited; restarting it", file=sys.stderr, flush=True)
+                try:
+                    cluster.restart(name)
+                except ClusterError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
+                print(f"{name} is back", file=sys.stderr, flush=True)
     finally:
         print("stopping ...", flush=True)
         cluster.stop()
