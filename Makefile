@@ -1,7 +1,7 @@
 # dicomcloud: the front door.  `make run` serves with embedded defaults, `make test`
 # runs every check.  Both install what they need first (see scripts/bootstrap.sh).
 
-.PHONY: run test bootstrap bootstrap-test bootstrap-bench lint typecheck pytest bench bench-search bench-scale clean
+.PHONY: run test bootstrap bootstrap-test bootstrap-bench lint typecheck pytest bench bench-search bench-scale bench-multinode multinode clean
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,8 +20,8 @@ bootstrap-bench:
 	@bash scripts/bootstrap.sh bench
 
 lint: bootstrap
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench deploy
+	$(VENV)/bin/ruff format --check src tests bench deploy
 
 typecheck: bootstrap
 	$(VENV)/bin/mypy
@@ -30,8 +30,8 @@ pytest: bootstrap-test
 	$(VENV)/bin/pytest -q -p no:cacheprovider -rR
 
 test: bootstrap-test
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench deploy
+	$(VENV)/bin/ruff format --check src tests bench deploy
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -p no:cacheprovider -rR
 
@@ -45,6 +45,14 @@ bench-search: bootstrap-bench
 # study lists on a bulk-loaded 1,000,000-instance index, PostgreSQL and SQLite
 bench-scale: bootstrap-bench
 	$(PY) -m bench.scale --load
+
+# ingest and QIDO-RS of the multi-node recipe vs the embedded default vs Orthanc
+bench-multinode: bootstrap-bench
+	$(PY) -m bench.multinode
+
+# the multi-node recipe on 127.0.0.1 (docs/multinode.md); Ctrl-C stops it
+multinode: bootstrap-test
+	$(PY) -m deploy.multinode
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -3,7 +3,8 @@
 #   scripts/bootstrap.sh           uv (from PyPI) and the locked environment in .venv
 #   scripts/bootstrap.sh test      ... plus Debian's dcmtk (storescu, findscu, ...) and
 #                                  chromium (the browser tests drive /usr/bin/chromium
-#                                  with Playwright; no browser is downloaded), and
+#                                  with Playwright; no browser is downloaded), nginx
+#                                  (the multi-node recipe's proxy, run unprivileged) and
 #                                  the OpenID provider the login tests use (npm
 #                                  oidc-provider, run with the machine's Node.js >= 20)
 #   scripts/bootstrap.sh bench     ... plus Debian's orthanc and orthanc-dicomweb
@@ -35,6 +36,8 @@ if [ "$mode" = test ] || [ "$mode" = bench ]; then
     dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
     command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
     command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+    # nginx in front of the web nodes of the multi-node recipe (deploy/multinode)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 fi
 if [ "$mode" = bench ]; then
     command -v Orthanc >/dev/null 2>&1 || need_apt+=(orthanc)

@@ -1,0 +1,1 @@
+"""Deployment recipes for dicomcloud (not part of the installed package)."""

@@ -1,0 +1,1 @@
+"""The multi-node recipe: ``python -m deploy.multinode`` (docs/multinode.md)."""
