@@ -64,6 +64,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ae-title", default="DICOMCLOUD")
     p.add_argument("--dimse-processes", type=int, default=1, help="DIMSE node processes")
     p.add_argument("--web-processes", type=int, default=1, help="processes per web node")
+    p.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="CPU priority of the worker node (nice; 0: like the others)",
+    )
     p.add_argument("--nginx", default=nginx_executable(), help="the nginx executable")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -122,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ae_title=args.ae_title,
         dimse_processes=args.dimse_processes,
         web_processes=args.web_processes,
+        worker_nice=args.worker_nice,
         nginx=args.nginx,
         log_level=args.log_level,
     )

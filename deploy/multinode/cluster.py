@@ -86,6 +86,10 @@ class ClusterConfig:
     dimse_processes: int = 1
     #: ``server.workers`` of each web node.
     web_processes: int = 1
+    #: CPU priority (``nice``) of the worker node: on one shared host the background
+    #: consumers (metadata builder, transcoder) yield to ingest and reads, and catch up
+    #: when the burst is over.  0 runs it like the other nodes.
+    worker_nice: int = 10
     #: Kafka consumer session timeout: how soon a killed worker's partitions move on.
     kafka_session_timeout: float = 10.0
     kafka_partitions: int = 6
@@ -232,7 +236,9 @@ class Cluster:
 
     def _command(self, node: Node) -> list[str]:
         processes = {"web": self.config.web_processes, "dimse": self.config.dimse_processes}
+        nice = self.config.worker_nice if node.roles == "worker" else 0
         return [
+            *(["nice", "-n", str(nice)] if nice else []),
             self.config.dicomcloud,
             "serve",
             "--role",
