@@ -17,7 +17,19 @@ export UV_PYTHON_DOWNLOADS=never
 
 if ! command -v uv >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/uv" ]; then
     echo "bootstrap: installing uv from PyPI" >&2
-    "$PYTHON" -m pip install --quiet --user uv || "$PYTHON" -m pip install --quiet uv
+    # A fresh Debian/Ubuntu has no pip: install it when we can.
+    if ! "$PYTHON" -m pip --version >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            python3-pip >/dev/null
+    fi
+    # Debian 12 / Ubuntu 23.04 and later refuse even `pip install --user` (PEP 668,
+    # "externally-managed-environment"); uv is one self-contained wheel without
+    # dependencies, so putting it in ~/.local cannot break the system's packages.
+    "$PYTHON" -m pip install --quiet --user uv 2>/dev/null \
+        || "$PYTHON" -m pip install --quiet --user --break-system-packages uv \
+        || "$PYTHON" -m pip install --quiet uv
 fi
 UV=$(command -v uv || echo "$HOME/.local/bin/uv")
 

@@ -451,7 +451,9 @@ def audit(
     since: Annotated[
         str | None, typer.Option(help="From this time: 30m, 24h, 7d, or ISO 8601 (UTC).")
     ] = None,
-    action: Annotated[str | None, typer.Option(help="e.g. 'QIDO-RS search', C-STORE.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="e.g. 'QIDO-RS search', C-FIND, association.")
+    ] = None,
     principal: Annotated[str | None, typer.Option(help="User, subject or AE title.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most records shown.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, not a table.")] = False,
