@@ -33,6 +33,8 @@ WADO_RS_BULKDATA: Final = "WADO-RS bulkdata"
 WADO_RS_RENDERED: Final = "WADO-RS rendered"
 WADO_RS_THUMBNAIL: Final = "WADO-RS thumbnail"
 WADO_URI: Final = "WADO-URI"
+#: DICOMweb DELETE of a study, series or instance (non-standard, services.deletion).
+DELETE: Final = "delete"
 AUDIT_QUERY: Final = "access-log query"
 HTTP_OTHER: Final = "HTTP request"
 C_ECHO: Final = "C-ECHO"

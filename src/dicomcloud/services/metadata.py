@@ -310,6 +310,40 @@ class MetadataService:
         bodies = [await self.series_gzip(state, base) for state in states]
         return await self._cpu(_join_arrays, bodies)
 
+    # -- deletion ------------------------------------------------------------------------
+
+    def forget(
+        self, before: Sequence[InstanceRecord], deleted: Sequence[InstanceRecord]
+    ) -> list[str]:
+        """The metadata-store keys made stale by deleting ``deleted`` from the series
+        listed in ``before`` (as the index had them): the deleted instances' objects and
+        the series aggregates of that state for every known base URL (the cached copies
+        of those are dropped by ``drop_cached``)."""
+        keys = {self._instance_key(record) for record in deleted}
+        by_series: dict[tuple[str, str, str], list[InstanceRecord]] = {}
+        for record in before:
+            slot = (record.tenant_id, record.study_instance_uid, record.series_instance_uid)
+            by_series.setdefault(slot, []).append(record)
+        touched = {(r.tenant_id, r.study_instance_uid, r.series_instance_uid) for r in deleted}
+        for tenant_id, study_uid, series_uid in touched:
+            records = by_series.get((tenant_id, study_uid, series_uid), [])
+            for base in self.bases_of(tenant_id):
+                if records:
+                    state = self._state(tenant_id, study_uid, series_uid, records, base)
+                    keys.add(series_metadata_key(tenant_id, study_uid, series_uid, state.etag))
+                latest = self._latest.pop((tenant_id, study_uid, series_uid, base), None)
+                if latest is not None:
+                    keys.add(latest)
+        return sorted(keys)
+
+    async def drop_cached(self, keys: Sequence[str]) -> None:
+        """Drop cached series aggregates stored under these metadata-store keys."""
+        if self.cache is None:
+            return
+        for key in keys:
+            if key.endswith(".json.gz"):
+                await self.cache.delete(f"series-metadata:{key}")
+
     # -- kept up to date from events ------------------------------------------------------
 
     async def on_stored(self, event: StoredEvent) -> bool:
