@@ -6,16 +6,21 @@ computed attributes (PS3.4 C.3.4, PS3.18 table 10.6.3-3)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from backends import BACKENDS, IndexUnderTest, SharedDatabases, empty_index, params
 from dicomcloud.config import ExtendedQueryTagSettings
+from dicomcloud.domain.derived import DerivedCopy, TranscodeFailure
 from dicomcloud.domain.events import DeletedEvent
 from dicomcloud.domain.query import Query, QueryLevel, parse_qido
+from dicomcloud.index.derived import SqlDerivedCopies
+from dicomcloud.index.sql_index import SqlIndex
 from dicomcloud.ports import DeleteRequest, InstanceWrite
 from dicomcloud.services.query import SEARCH_KEYS
 
@@ -31,6 +36,7 @@ TAGS = tuple(
 STUDY_A, STUDY_B = f"{STUDY}.1", f"{STUDY}.2"
 CT, MR = f"{STUDY_A}.1", f"{STUDY_A}.2"  # two series of study A
 OTHER = f"{STUDY_B}.1"  # the one series of study B, same patient
+HTJ2K = "1.2.840.10008.1.2.4.201"
 
 
 @pytest.fixture(params=params(BACKENDS))
@@ -221,3 +227,70 @@ async def test_restore_after_delete(index: IndexUnderTest) -> None:
     )
     assert study.modalities == ("CT", "MR") and study.number_of_instances == 5
     assert study.patient is not None and study.patient.patient_id == "PAT-1"
+
+
+async def test_viewer_ready_copy_rows_go_in_the_same_transaction(index: IndexUnderTest) -> None:
+    """On SQL the derived_copy and transcode_failure rows of the deleted instances are
+    removed by the deletion itself, and their blob keys returned; the memory index keeps
+    no copies (``DeletionService`` asks its separate store)."""
+    if not isinstance(index, SqlIndex):
+        pytest.skip("copies of the memory index live in MemoryDerivedCopies")
+    await _stored(index)
+    copies = SqlDerivedCopies(index.runner)
+    made = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+    for n in (1, 2):
+        sop = f"{CT}.{n}"
+        await copies.record_copy(
+            DerivedCopy("t1", STUDY_A, CT, sop, HTJ2K, f"t1/x/{sop}.htj2k", 10, "v1", made)
+        )
+    await copies.record_failure(
+        TranscodeFailure("t1", STUDY_A, CT, f"{CT}.3", HTJ2K, "v1", 1, "broken", made)
+    )
+
+    deletion = await index.delete_instances(DeleteRequest("t1", STUDY_A, CT, f"{CT}.1"))
+
+    assert deletion is not None and deletion.derived_blob_keys == (f"t1/x/{CT}.1.htj2k",)
+    assert await copies.list_copies("t1", f"{CT}.1") == []
+    assert len(await copies.list_copies("t1", f"{CT}.2")) == 1
+    rest = await index.delete_instances(DeleteRequest("t1", STUDY_A, CT))
+    assert rest is not None and rest.derived_blob_keys == (f"t1/x/{CT}.2.htj2k",)
+    assert await copies.get_failure("t1", f"{CT}.3", HTJ2K) is None
+
+
+async def test_deletes_racing_stores_leave_no_orphan_rows(index: IndexUnderTest) -> None:
+    """A study deleted again and again while instances keep arriving in it: whatever
+    wins each race, every instance left has its series, study and patient rows, and
+    every level row left has an instance (checked through searches)."""
+    stores = [_write(CT, n) for n in range(1, 41)]
+
+    async def store() -> None:
+        for start in range(0, len(stores), 4):
+            await index.store_instances(stores[start : start + 4])
+            await asyncio.sleep(0)
+
+    async def delete() -> int:
+        deleted = 0
+        for _ in range(15):
+            found = await index.delete_instances(DeleteRequest("t1", STUDY_A))
+            deleted += 0 if found is None else len(found.instances)
+            await asyncio.sleep(0)
+        return deleted
+
+    _, deleted = await asyncio.gather(store(), delete())
+
+    left = await index.list_instances("t1", STUDY_A)
+    assert deleted + len(left) == len(stores)
+    counts = await index.count_levels("t1")
+    studies = await index.search_studies("t1", _query(QueryLevel.STUDY))
+    series = await index.search_series("t1", _query(QueryLevel.SERIES))
+    patients = await index.search_patients("t1", _query(QueryLevel.PATIENT))
+    if left:
+        assert counts == type(counts)(1, 1, len(left))
+        assert [s.number_of_instances for s in studies] == [len(left)]
+        assert [s.number_of_instances for s in series] == [len(left)]
+        assert [p.number_of_instances for p in patients] == [len(left)]
+    else:
+        assert counts == type(counts)(0, 0, 0)
+        assert studies == [] and series == [] and patients == []
+    events = await _deleted_events(index)
+    assert len(events) == deleted
