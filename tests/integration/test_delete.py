@@ -7,21 +7,26 @@ events, the search cache, storing the same instances again, the access log, the
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from conftest import ArchiveFactory, LocalArchive, dimse_for
+from contract.test_cache_contract import REDIS_URL, drop_prefix, require_redis
 from dicomcloud.domain import access
 from dicomcloud.domain.access import AccessQuery, AccessRecord
+from dicomcloud.domain.derived import DerivedCopy
 from dicomcloud.domain.events import INSTANCE_DELETED, DeletedEvent
 from dicomcloud.events.memory import MemoryEventBus, Message
 from dicomcloud.security.api_keys import ApiKeyStore
 from dicomcloud.security.principal import Permission
-from integration.support import Instance, new_dataset, new_instance, part10
+from integration.support import Instance, new_dataset, new_instance, part10, pydicom_file
 from integration.tenancy_support import ALPHA, BETA, SERIES, SOP, STUDY, TENANCY, load_both
 from integration.test_dimse_find import find, identifier
 
@@ -72,6 +77,12 @@ async def _events(queue: asyncio.Queue[Message], count: int) -> list[DeletedEven
     return events
 
 
+def _metadata_objects(local: LocalArchive, study: str) -> list[str]:
+    """Names of the stored metadata objects (instance and series) of ``study``."""
+    root = local.data_dir / "metadata"
+    return sorted(p.name for p in root.rglob("*") if p.is_file() and study in p.parts)
+
+
 def _blob_names(local: LocalArchive) -> set[str]:
     return {p.name for p in local.files()}
 
@@ -96,9 +107,15 @@ async def test_delete_instance_series_and_study(make_archive: ArchiveFactory) ->
     assert {f"{i.sop}.dcm" for i in (*ot, *mr)} <= _blob_names(local)
 
     # one instance
+    objects = _metadata_objects(local, study)
+    assert any(name.startswith(ot[1].sop) for name in objects)
+    assert any(name.startswith("series.") for name in objects)
     gone = await local.client.delete("/dicom-web" + ot[1].path)
 
     assert gone.status_code == 204 and gone.content == b""
+    left = _metadata_objects(local, study)
+    assert not any(name.startswith(ot[1].sop) for name in left)
+    assert not set(left) & {n for n in objects if n.startswith("series.")}  # stale aggregate
     (after,) = await _qido(local, "/studies", **query)
     assert _value(after, "00201208") == [2]
     assert (await local.retrieve(ot[1].path)).status_code == 404
@@ -134,6 +151,7 @@ async def test_delete_instance_series_and_study(make_archive: ArchiveFactory) ->
     assert (await local.retrieve(f"/studies/{study}")).status_code == 404
     assert (await local.retrieve(f"/studies/{study}/metadata")).status_code == 404
     assert not {f"{i.sop}.dcm" for i in (*ot, *mr)} & _blob_names(local)
+    assert _metadata_objects(local, study) == []
     assert (await _events(queue, 1))[0].study_deleted
     assert await local.archive.index.count_levels("default") == type(
         await local.archive.index.count_levels("default")
@@ -296,3 +314,67 @@ def test_openapi_names_the_delete_operations() -> None:
     for path in (base, f"{base}/series/{{series}}", f"{base}/series/{{series}}/instances/{{sop}}"):
         assert "204" in paths[path]["delete"]["responses"]
     assert json.dumps(paths)  # serialisable
+
+
+async def test_search_and_metadata_caches_on_redis_are_not_stale(
+    make_archive: ArchiveFactory,
+) -> None:
+    require_redis()
+    prefix = f"dicomcloud-test:{uuid.uuid4().hex}:"
+    local = await make_archive(cache__url=REDIS_URL, cache__key_prefix=prefix)
+    try:
+        study, ot, _ = _study()
+        await _stored(local, *ot)
+        metadata = f"/studies/{study}/series/{ot[0].series}/metadata"
+        for _ in range(2):  # the second answers from the cache
+            assert len(await _qido(local, f"/studies/{study}/instances")) == 2
+            assert len((await local.retrieve(metadata)).json()) == 2
+        assert local.archive.search_cache.hits >= 1
+
+        response = await local.client.delete("/dicom-web" + ot[0].path)
+
+        assert response.status_code == 204
+        (left,) = await _qido(local, f"/studies/{study}/instances")
+        assert _value(left, "00080018") == [ot[1].sop]
+        after = (await local.retrieve(metadata)).json()
+        assert [_value(m, "00080018") for m in after] == [[ot[1].sop]]
+    finally:
+        await local.close()
+        await drop_prefix(prefix)
+
+
+async def test_viewer_ready_copies_are_deleted_with_their_instance(
+    make_archive: ArchiveFactory,
+) -> None:
+    local = await make_archive(workers__transcoder__enabled=True)
+    service = local.archive.viewer_ready
+    assert service is not None
+    original = pydicom_file("MR_small_RLE.dcm").read_bytes()
+    ds = dcmread(io.BytesIO(original))
+    sop = str(ds.SOPInstanceUID)
+    path = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{sop}"
+    assert (await local.stow([original])).status_code == 200
+    copy = await _copy(local, sop)
+    assert await local.archive.blobs.exists(copy.blob_key)
+
+    assert (await local.client.delete("/dicom-web" + path)).status_code == 204
+
+    assert await service.copies.list_copies("default", sop) == []
+    assert not await local.archive.blobs.exists(copy.blob_key)
+    assert local.files() == set()
+    # stored again: a new copy is made and the original served as stored
+    assert (await local.stow([original])).status_code == 200
+    again = await _copy(local, sop)
+    assert await local.archive.blobs.exists(again.blob_key)
+    assert await local.retrieve_bytes(path) == original
+
+
+async def _copy(local: LocalArchive, sop: str) -> DerivedCopy:
+    service = local.archive.viewer_ready
+    assert service is not None
+    async with asyncio.timeout(90):
+        while True:
+            found = await service.copies.list_copies("default", sop)
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)

@@ -192,8 +192,15 @@ class MetadataService:
             instance_version(record),
         )
 
-    async def instance_object(self, record: InstanceRecord, *, rebuild: bool = False) -> bytes:
-        """The stored metadata object of an instance (JSON bytes), built if missing."""
+    async def instance_object(
+        self, record: InstanceRecord, *, rebuild: bool = False, verify: bool = False
+    ) -> bytes:
+        """The stored metadata object of an instance (JSON bytes), built if missing.
+
+        With ``verify``, a built object is kept only if the index still holds that
+        version of the instance after it was stored: one deleted meanwhile
+        (``services.deletion`` removes the objects after its commit) leaves no stale
+        object for the same instance stored again."""
         key = self._instance_key(record)
         if not rebuild:
             with contextlib.suppress(NotFound):
@@ -211,6 +218,11 @@ class MetadataService:
         built = await self._cpu(_build_object, part10, self.threshold, prefix)
         await self.store.put(key, [built])
         self.instances_built += 1
+        if verify:
+            current = await self.index.get_instance(record.tenant_id, record.sop_instance_uid)
+            if current is None or self._instance_key(current) != key:
+                with contextlib.suppress(Exception):
+                    await self.store.delete(key)
         return built
 
     async def instance_metadata(self, record: InstanceRecord, base: str) -> dict[str, Any]:
@@ -277,6 +289,8 @@ class MetadataService:
         objects = await self._gather_objects(state.records)
         body = await self._cpu(_aggregate, objects, base)
         await self.store.put(key, [body])
+        if not await self._still_current(state, base):
+            return body  # served to this request only; nothing kept
         await self._keep(key, body)
         self.series_built += 1
         slot = (state.tenant_id, state.study_uid, state.series_uid, base)
@@ -286,6 +300,30 @@ class MetadataService:
             with contextlib.suppress(Exception):
                 await self.store.delete(previous)
         return body
+
+    async def _still_current(self, state: SeriesState, base: str) -> bool:
+        """Whether the series is as ``state`` saw it, after its aggregate was stored;
+        if not (instances deleted meanwhile), the aggregate and the objects of the
+        instances gone are removed again, so that none outlives a deletion."""
+        records = await self.index.list_instances(
+            state.tenant_id, state.study_uid, state.series_uid
+        )
+        if (
+            records
+            and self._state(state.tenant_id, state.study_uid, state.series_uid, records, base).etag
+            == state.etag
+        ):
+            return True
+        now = {self._instance_key(r) for r in records}
+        stale = [
+            series_metadata_key(state.tenant_id, state.study_uid, state.series_uid, state.etag),
+            *(k for k in map(self._instance_key, state.records) if k not in now),
+        ]
+        for key in stale:
+            with contextlib.suppress(Exception):
+                await self.store.delete(key)
+        await self.drop_cached(stale)
+        return False
 
     async def _keep(self, key: str, body: bytes) -> None:
         if self.cache is not None and self.cache_ttl > 0:
@@ -352,7 +390,9 @@ class MetadataService:
         record = await self.index.get_instance(event.tenant_id, event.sop_instance_uid)
         if record is None:
             return False
-        await self.instance_object(record, rebuild=self.rebuild_on_event or event.replaced)
+        await self.instance_object(
+            record, rebuild=self.rebuild_on_event or event.replaced, verify=True
+        )
         return True
 
     async def refresh_series(self, tenant_id: str, study_uid: str, series_uid: str) -> None:
