@@ -24,6 +24,7 @@ from dicomcloud.domain.access import AccessQuery, AccessRecord
 from dicomcloud.domain.derived import DerivedCopy
 from dicomcloud.domain.events import INSTANCE_DELETED, DeletedEvent
 from dicomcloud.events.memory import MemoryEventBus, Message
+from dicomcloud.ports import DeleteRequest
 from dicomcloud.security.api_keys import ApiKeyStore
 from dicomcloud.security.principal import Permission
 from integration.support import Instance, new_dataset, new_instance, part10, pydicom_file
@@ -378,3 +379,30 @@ async def _copy(local: LocalArchive, sop: str) -> DerivedCopy:
             if found:
                 return found[0]
             await asyncio.sleep(0.05)
+
+
+async def test_a_crash_after_the_commit_leaves_an_orphan_and_restoring_works(
+    make_archive: ArchiveFactory,
+) -> None:
+    """The index commit happened, the process died before removing the file: the
+    file is an orphan (never an index row without its file), and storing the same
+    instance again goes to a new key, leaving the orphan alone."""
+    local = await make_archive()
+    instance = new_instance()
+    await _stored(local, instance)
+    index = local.archive.index
+    old = await index.get_instance("default", instance.sop)
+    assert old is not None
+    request = DeleteRequest("default", instance.study, instance.series, instance.sop)
+    assert await index.delete_instances(request) is not None  # ...and no blob removal
+    await local.archive.search_cache.invalidate(["default"])
+
+    assert (await local.retrieve(instance.path)).status_code == 404
+    assert await local.archive.blobs.exists(old.blob_key)  # the orphan
+    await _stored(local, instance)
+
+    new = await index.get_instance("default", instance.sop)
+    assert new is not None and new.blob_key != old.blob_key
+    assert await local.retrieve_bytes(instance.path) == instance.data
+    assert (await local.client.delete("/dicom-web" + instance.path)).status_code == 204
+    assert not await local.archive.blobs.exists(new.blob_key)

@@ -16,8 +16,14 @@ Order of work, so that the index stays the truth:
    blob, never an index row without its blob; failures are logged and reported in the
    summary, never raised.
 
-An original is not removed if, by then, the index again holds an instance under its
-key (the same instance stored anew in between).
+The same instance stored again while its old file still exists goes to a new,
+versioned key (``services.ingest``: a taken key the index does not know is never
+overwritten), so removing the old file cannot take the new one; as a second guard an
+original is not removed if the index again holds an instance under its key.
+
+Objects built from the deleted instances while the deletion ran (series metadata, a
+viewer-ready copy) are removed by their builders, which check the index after storing
+them (``MetadataService.instance_object(verify=True)``, ``ViewerReadyCopies``).
 """
 
 from __future__ import annotations
