@@ -27,9 +27,12 @@ from dicomcloud.events.memory import MemoryEventBus, Message
 from dicomcloud.ports import DeleteRequest
 from dicomcloud.security.api_keys import ApiKeyStore
 from dicomcloud.security.principal import Permission
+from dicomcloud.services.metadata import instance_version
+from dicomcloud.storage.keys import instance_metadata_key
 from integration.support import Instance, new_dataset, new_instance, part10, pydicom_file
 from integration.tenancy_support import ALPHA, BETA, SERIES, SOP, STUDY, TENANCY, load_both
 from integration.test_dimse_find import find, identifier
+from seaweedfs import SeaweedS3
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -406,3 +409,35 @@ async def test_a_crash_after_the_commit_leaves_an_orphan_and_restoring_works(
     assert await local.retrieve_bytes(instance.path) == instance.data
     assert (await local.client.delete("/dicom-web" + instance.path)).status_code == 204
     assert not await local.archive.blobs.exists(new.blob_key)
+
+
+@pytest.mark.backend
+async def test_delete_on_s3(make_archive: ArchiveFactory, seaweed: SeaweedS3) -> None:
+    """The same on S3 (SeaweedFS): the original and its metadata objects leave the
+    bucket."""
+    prefix = f"delete-{uuid.uuid4().hex}"
+    local = await make_archive(
+        storage__url=seaweed.url(f"{prefix}/blobs"),
+        metadata__url=seaweed.url(f"{prefix}/metadata"),
+        storage__s3_access_key_id=seaweed.access_key_id,
+        storage__s3_secret_access_key=seaweed.secret_access_key,
+    )
+    study, ot, _ = _study()
+    await _stored(local, *ot)
+    metadata = local.archive.metadata
+    assert len((await local.retrieve(f"/studies/{study}/series/{ot[0].series}/metadata")).json())
+    records = await local.archive.index.list_instances("default", study)
+    objects = [
+        instance_metadata_key(
+            "default", study, r.series_instance_uid, r.sop_instance_uid, instance_version(r)
+        )
+        for r in records
+    ]
+    assert all([await metadata.store.exists(k) for k in objects])
+
+    assert (await local.client.delete(f"/dicom-web/studies/{study}")).status_code == 204
+
+    for record, key in zip(records, objects, strict=True):
+        assert not await local.archive.blobs.exists(record.blob_key)
+        assert not await metadata.store.exists(key)
+    assert await _qido(local, "/studies", StudyInstanceUID=study) == []
