@@ -112,13 +112,14 @@ class DeletionService:
         for notify in self.on_commit:
             notify()
 
-        originals: list[str] = []
-        for record in deletion.instances:
-            again = await self.index.get_instance(record.tenant_id, record.sop_instance_uid)
-            if again is not None and again.blob_key == record.blob_key:
-                log.warning("%s was stored again: its blob is kept", record.sop_instance_uid)
-                continue
-            originals.append(record.blob_key)
+        # One query, whatever the number of instances: what was stored again meanwhile.
+        again = await self.index.list_instances(
+            request.tenant_id, request.study_instance_uid, request.series_instance_uid
+        )
+        taken = {r.blob_key for r in again}
+        originals = [r.blob_key for r in deletion.instances if r.blob_key not in taken]
+        if len(originals) < len(deletion.instances):
+            log.warning("%s: stored again meanwhile, files kept", _describe(request))
         derived = list(deletion.derived_blob_keys)
         if self.copies is not None:  # a copy store outside the index transaction (memory)
             for record in deletion.instances:
