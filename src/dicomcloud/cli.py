@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from dicomcloud.domain.access import AccessQuery, AccessRecord
 from dicomcloud.errors import ConfigurationError, DicomCloudError, NotDicom
 
 if TYPE_CHECKING:
+    from dicomcloud.ports import DeleteRequest
     from dicomcloud.security.api_keys import ApiKeyStore
     from dicomcloud.services.deletion import DeleteSummary
     from dicomcloud.storage.rotation import RotationSummary
@@ -452,13 +454,42 @@ async def _delete(
             source="CLI",
             principal=os.environ.get("USER") or None,
         )
+        started = time.monotonic()
         try:
-            return await archive.deletion.delete(request)
+            summary = await archive.deletion.delete(request)
         except NotFound as exc:
             err_console.print(f"{exc.reason} (deleted meanwhile?)")
             return None
+        if settings.audit.enabled:
+            await archive.access_store.append([_delete_record(request, summary, started)])
+        return summary
     finally:
         await archive.stop()
+
+
+def _delete_record(request: DeleteRequest, summary: DeleteSummary, started: float) -> AccessRecord:
+    """The access-log record of a ``dicomcloud delete`` (as DICOMweb DELETE records)."""
+    from dicomcloud.domain import access
+    from dicomcloud.domain.events import node_id, uuid7
+
+    return AccessRecord(
+        event_id=str(uuid7()),
+        time=datetime.now(UTC),
+        node_id=node_id(),
+        protocol=access.CLI,
+        action=access.DELETE,
+        tenant_id=request.tenant_id,
+        principal=request.principal or access.ANONYMOUS,
+        peer=None,
+        status=0,
+        outcome="success" if not summary.blobs_failed else "warning",
+        duration_ms=(time.monotonic() - started) * 1000,
+        study_uids=(request.study_instance_uid,),
+        series_uids=summary.series_instance_uids[: access.MAX_UIDS],
+        sop_instance_uids=summary.sop_instance_uids[: access.MAX_UIDS],
+        instances=summary.instances,
+        detail=f"dicomcloud delete: {summary.instances} instance(s)",
+    ).clipped()
 
 
 apikey_app = typer.Typer(

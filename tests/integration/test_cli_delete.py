@@ -12,6 +12,8 @@ from pathlib import Path
 from pydicom.uid import generate_uid
 
 from conftest import clean_environment
+from dicomcloud.domain.access import AccessQuery, AccessRecord
+from dicomcloud.index.access_log import SqlAccessLog
 from dicomcloud.index.sql_index import SqlIndex
 from integration.support import new_dataset, part10, stored_files
 from integration.test_cli import DICOMCLOUD, run
@@ -30,6 +32,15 @@ def _dicomcloud(
         env={**clean_environment(), "COLUMNS": "250", **(env or {})},
         check=False,
     )
+
+
+async def _delete_records(data_dir: Path) -> list[AccessRecord]:
+    index = SqlIndex.from_url(f"sqlite:///{data_dir / 'index.sqlite3'}")
+    try:
+        found = await SqlAccessLog(index.runner).search(AccessQuery(newest_first=False))
+        return [r for r in found if r.action == "delete"]
+    finally:
+        await index.close()
 
 
 async def _sops(data_dir: Path, study: str) -> list[str]:
@@ -71,6 +82,9 @@ def test_delete_with_and_without_confirmation(tmp_path: Path) -> None:
     assert "instances" in gone.stdout
     assert sorted(asyncio.run(_sops(data, study))) == sorted([sops[0], sops[1]])
     assert len(stored_files(data / "blobs")) == 2
+    (record,) = asyncio.run(_delete_records(data))
+    assert (record.protocol, record.study_uids, record.series_uids) == ("CLI", (study,), (second,))
+    assert record.sop_instance_uids == (sops[2],) and record.instances == 1
 
     one = _dicomcloud(
         "delete", "--study", study, "--series", first, "--instance", sops[0], "--yes",

@@ -22,6 +22,8 @@ ACCESS_TOPIC: Final = "access"
 
 DICOMWEB: Final = "DICOMweb"
 DIMSE: Final = "DIMSE"
+#: An operator's command (``dicomcloud delete``).
+CLI: Final = "CLI"
 
 # Actions (what the request or operation was), PS3.18 and PS3.4 names.
 STOW_RS: Final = "STOW-RS store"
