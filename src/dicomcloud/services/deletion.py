@@ -58,6 +58,8 @@ class DeleteSummary:
     removed_series: tuple[str, ...]
     study_removed: bool
     patient_removed: bool
+    #: Stored files removed: originals and viewer-ready copies (metadata objects,
+    #: which may never have been built, are not counted).
     blobs_removed: int
     #: Blob keys that could not be removed (orphans; the index no longer names them).
     blobs_failed: tuple[str, ...] = field(default=())
@@ -129,8 +131,7 @@ class DeletionService:
         if self.metadata is not None:
             stale = self.metadata.forget(before, deletion.instances)
             await self.metadata.drop_cached(stale)
-            more, also_failed = await self._remove(self.metadata.store, stale)
-            removed += more
+            _, also_failed = await self._remove(self.metadata.store, stale)
             failed += also_failed
         if failed:
             log.error(
