@@ -441,3 +441,46 @@ async def test_delete_on_s3(make_archive: ArchiveFactory, seaweed: SeaweedS3) ->
         assert not await local.archive.blobs.exists(record.blob_key)
         assert not await metadata.store.exists(key)
     assert await _qido(local, "/studies", StudyInstanceUID=study) == []
+
+
+async def test_wrong_patient_deleted_and_stored_again_corrected(
+    make_archive: ArchiveFactory,
+) -> None:
+    """The usual reason to delete: a study filed under the wrong patient is deleted and
+    sent again, corrected, with the same UIDs and the same size (so the same indexed
+    fingerprint): every answer shows the corrected patient, none a cached or stored
+    copy from before."""
+    local = await make_archive()
+    study, series = generate_uid(), generate_uid()
+    wrong = new_dataset(study=study, series=series, patient_id="WRONG-01")
+    sop = str(wrong.SOPInstanceUID)
+    right = new_dataset(study=study, series=series, sop=sop, patient_id="RIGHT-01")
+    right.PatientName = "Good^Patient"  # as long as "Test^Patient": the same size
+    first, corrected = part10(wrong), part10(right)
+    assert len(first) == len(corrected)
+    await _stored(local, Instance(study, series, sop, str(wrong.SOPClassUID), first))
+    path = f"/studies/{study}/series/{series}"
+    for _ in range(2):  # built, then from the cache
+        (item,) = (await local.retrieve(f"{path}/metadata")).json()
+        assert _value(item, "00100020") == ["WRONG-01"]
+        (found,) = await _qido(local, "/studies", StudyInstanceUID=study)
+    await asyncio.wait_for(_settled(local), 60)
+
+    assert (await local.client.delete(f"/dicom-web/studies/{study}")).status_code == 204
+    await _stored(local, Instance(study, series, sop, str(right.SOPClassUID), corrected))
+    await asyncio.wait_for(_settled(local), 60)
+
+    (item,) = (await local.retrieve(f"{path}/metadata")).json()
+    assert _value(item, "00100020") == ["RIGHT-01"]
+    assert _value(item, "00100010") == [{"Alphabetic": "Good^Patient"}]
+    (item,) = (await local.retrieve(f"{path}/instances/{sop}/metadata")).json()
+    assert _value(item, "00100020") == ["RIGHT-01"]
+    (found,) = await _qido(local, "/studies", StudyInstanceUID=study)
+    assert _value(found, "00100020") == ["RIGHT-01"]
+    assert await local.retrieve_bytes(f"{path}/instances/{sop}") == corrected
+
+
+async def _settled(local: LocalArchive) -> None:
+    worker = local.archive.metadata_worker
+    if worker is not None:
+        await worker.settled()

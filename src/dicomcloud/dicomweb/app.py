@@ -224,6 +224,9 @@ async def delete_resource(request: Request) -> Response:
         response = error_response(exc)
         response.headers["allow"] = "GET" if sop or series else "GET, POST"
         return response
+    # The series metadata aggregates to remove are those of every base URL this process
+    # knows: the configured ones, those of earlier metadata requests, and this one.
+    archive.metadata.note_base(tenant, base_url(request))
     principal = request.scope.get(PRINCIPAL_KEY)
     summary = await archive.deletion.delete(
         DeleteRequest(

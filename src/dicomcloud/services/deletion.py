@@ -21,6 +21,13 @@ versioned key (``services.ingest``: a taken key the index does not know is never
 overwritten), so removing the old file cannot take the new one; as a second guard an
 original is not removed if the index again holds an instance under its key.
 
+Series metadata aggregates are kept per base URL (``MetadataService``): those of the
+base URLs this process knows are removed (the configured ``server.base_url`` ones,
+those of its metadata requests, the DELETE request's own).  Set ``server.base_url``
+when other processes serve other base URLs (``dicomcloud delete`` knows only the
+configured ones); an aggregate left behind is only served again if the same instances
+are stored again with the same indexed attributes.
+
 Objects built from the deleted instances while the deletion ran (series metadata, a
 viewer-ready copy) are removed by their builders, which check the index after storing
 them (``MetadataService.instance_object(verify=True)``, ``ViewerReadyCopies``).
