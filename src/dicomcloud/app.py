@@ -23,6 +23,7 @@ from dicomcloud.ports import (
     RetryPolicy,
 )
 from dicomcloud.services.access_log import AccessLogSink
+from dicomcloud.services.deletion import DeletionService
 from dicomcloud.services.ingest import IngestService
 from dicomcloud.services.metadata import MetadataService, MetadataWorker
 from dicomcloud.services.query import QueryService
@@ -137,6 +138,12 @@ def sweep_temporary_files(settings: Settings) -> int:
     return removed
 
 
+def _sql_index_type() -> type:
+    from dicomcloud.index.sql_index import SqlIndex
+
+    return SqlIndex
+
+
 def configured_bases(settings: Settings) -> list[tuple[str, str]]:
     """(tenant, DICOMweb base URL) pairs known from ``server.base_url``: the default
     tenant's ``/dicom-web`` and each allow-listed tenant's ``/tenants/{t}/dicom-web``."""
@@ -172,6 +179,8 @@ class Archive:
     access_store: AccessLogStore
     #: The access-log sink; None with ``[audit] enabled = false``.
     access: AccessLogSink | None
+    #: Deleting studies, series and instances (``[retention]``).
+    deletion: DeletionService
     #: Viewer-ready copies (``[workers.transcoder]``); None when it is disabled.
     viewer_ready: ViewerReadyCopies | None = None
     _started: bool = field(default=False, repr=False)
@@ -250,6 +259,16 @@ class Archive:
                 verify=transcoder.verify,
             )
         copies = viewer_ready.copies if viewer_ready is not None else None
+        deletion = DeletionService(
+            index,
+            blobs,
+            metadata=metadata,
+            search_cache=search_cache,
+            # the SQL copy rows go in the index transaction; memory ones are separate
+            copies=None if isinstance(index, _sql_index_type()) else copies,
+            on_commit=[relay.notify],
+            enabled=settings.retention.allow_delete,
+        )
         return cls(
             settings,
             index,
@@ -266,6 +285,7 @@ class Archive:
             search_cache,
             access_store,
             access,
+            deletion,
             viewer_ready,
         )
 

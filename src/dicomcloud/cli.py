@@ -1,5 +1,5 @@
-"""The ``dicomcloud`` command: serve, worker, import, migrate, reindex, audit, apikey,
-storage, viewer, check-config."""
+"""The ``dicomcloud`` command: serve, worker, import, delete, migrate, reindex, audit,
+apikey, storage, viewer, check-config."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ from dicomcloud.domain.access import AccessQuery, AccessRecord
 from dicomcloud.errors import ConfigurationError, DicomCloudError, NotDicom
 
 if TYPE_CHECKING:
+    from dicomcloud.ports import DeleteRequest
     from dicomcloud.security.api_keys import ApiKeyStore
+    from dicomcloud.services.deletion import DeleteSummary
     from dicomcloud.storage.rotation import RotationSummary
 
 T = TypeVar("T")
@@ -328,6 +331,165 @@ async def _reindex(settings: Settings, batch: int) -> tuple[int, list[tuple[str,
     finally:
         await index.close()
     return summary.reindexed, summary.failures
+
+
+@app.command()
+def delete(
+    study: Annotated[str, typer.Option("--study", help="StudyInstanceUID to delete (in).")],
+    series: Annotated[
+        str | None, typer.Option("--series", help="Only this series of the study.")
+    ] = None,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="Only this instance (needs --series).")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant (default_tenant).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Delete a study, a series or an instance for good: index rows, then the stored
+    files and metadata (as DICOMweb DELETE; refused with [retention] allow_delete =
+    false).  An instance.deleted event per instance waits in the outbox for the
+    server's relay."""
+    from dicomcloud.domain.values import InvalidValue, is_valid_uid, parse_tenant_id
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    for option, uid in (("--study", study), ("--series", series), ("--instance", instance)):
+        if uid is not None and not is_valid_uid(uid):
+            err_console.print(f"[bold red]error:[/] {option}: {uid!r} is not a valid UID")
+            raise typer.Exit(2)
+    if instance is not None and series is None:
+        err_console.print("[bold red]error:[/] --instance needs --series")
+        raise typer.Exit(2)
+    try:
+        tenant_id = parse_tenant_id(tenant) if tenant is not None else settings.default_tenant
+    except InvalidValue as exc:
+        err_console.print(f"[bold red]error:[/] --tenant: {exc}")
+        raise typer.Exit(2) from exc
+    if not settings.retention.allow_delete:
+        err_console.print(
+            "[bold red]error:[/] deletion is disabled on this archive "
+            "([retention] allow_delete = false)"
+        )
+        raise typer.Exit(1)
+    target = DeleteTarget(tenant_id, study, series, instance)
+    try:
+        summary = asyncio.run(_delete(settings, target, confirm=not yes))
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1) from exc
+    if summary is None:
+        err_console.print("[yellow]nothing deleted[/]")
+        raise typer.Exit(1)
+    table = Table(title=f"deleted from tenant {tenant_id}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("instances", str(summary.instances))
+    table.add_row("series emptied", str(len(summary.removed_series)))
+    table.add_row("study removed", "yes" if summary.study_removed else "no")
+    table.add_row("patient removed", "yes" if summary.patient_removed else "no")
+    table.add_row("files removed", str(summary.blobs_removed))
+    console.print(table)
+    if summary.blobs_failed:
+        err_console.print(
+            f"[bold red]{len(summary.blobs_failed)} file(s) could not be removed[/] "
+            "(orphans; the index no longer names them):"
+        )
+        for key in summary.blobs_failed[:200]:
+            err_console.print(f"  {key}")
+        raise typer.Exit(1)
+
+
+@dataclass(frozen=True)
+class DeleteTarget:
+    """What ``dicomcloud delete`` was asked to delete."""
+
+    tenant_id: str
+    study: str
+    series: str | None
+    instance: str | None
+
+    def describe(self) -> str:
+        if self.instance is not None:
+            return f"instance {self.instance} of series {self.series} of study {self.study}"
+        if self.series is not None:
+            return f"series {self.series} of study {self.study}"
+        return f"study {self.study}"
+
+
+if TYPE_CHECKING:
+    from dicomcloud.services.deletion import DeleteSummary
+
+
+async def _delete(
+    settings: Settings, target: DeleteTarget, *, confirm: bool
+) -> DeleteSummary | None:
+    from dicomcloud.app import Archive
+    from dicomcloud.errors import NotFound
+    from dicomcloud.ports import DeleteRequest
+
+    archive = await Archive.open(settings)
+    try:
+        records = await archive.index.list_instances(target.tenant_id, target.study, target.series)
+        if target.instance is not None:
+            records = [r for r in records if r.sop_instance_uid == target.instance]
+        if not records:
+            err_console.print(f"{target.describe()}: not found in tenant {target.tenant_id}")
+            return None
+        if confirm:
+            series = len({r.series_instance_uid for r in records})
+            question = (
+                f"Delete {target.describe()} of tenant {target.tenant_id}: "
+                f"{len(records)} instance(s) in {series} series, for good?"
+            )
+            if not await asyncio.to_thread(typer.confirm, question):
+                err_console.print("aborted")
+                return None
+        request = DeleteRequest(
+            target.tenant_id,
+            target.study,
+            target.series,
+            target.instance,
+            source="CLI",
+            principal=os.environ.get("USER") or None,
+        )
+        started = time.monotonic()
+        try:
+            summary = await archive.deletion.delete(request)
+        except NotFound as exc:
+            err_console.print(f"{exc.reason} (deleted meanwhile?)")
+            return None
+        if settings.audit.enabled:
+            await archive.access_store.append([_delete_record(request, summary, started)])
+        return summary
+    finally:
+        await archive.stop()
+
+
+def _delete_record(request: DeleteRequest, summary: DeleteSummary, started: float) -> AccessRecord:
+    """The access-log record of a ``dicomcloud delete`` (as DICOMweb DELETE records)."""
+    from dicomcloud.domain import access
+    from dicomcloud.domain.events import node_id, uuid7
+
+    return AccessRecord(
+        event_id=str(uuid7()),
+        time=datetime.now(UTC),
+        node_id=node_id(),
+        protocol=access.CLI,
+        action=access.DELETE,
+        tenant_id=request.tenant_id,
+        principal=request.principal or access.ANONYMOUS,
+        peer=None,
+        status=0,
+        outcome="success" if not summary.blobs_failed else "warning",
+        duration_ms=(time.monotonic() - started) * 1000,
+        study_uids=(request.study_instance_uid,),
+        series_uids=summary.series_instance_uids[: access.MAX_UIDS],
+        sop_instance_uids=summary.sop_instance_uids[: access.MAX_UIDS],
+        instances=summary.instances,
+        detail=f"dicomcloud delete: {summary.instances} instance(s)",
+    ).clipped()
 
 
 apikey_app = typer.Typer(

@@ -873,6 +873,15 @@ class AuditSettings(_Section):
     linger_seconds: float = Field(default=1.0, ge=0)
 
 
+class RetentionSettings(_Section):
+    """Deleting from the archive (``dicomcloud.services.deletion``): DICOMweb
+    ``DELETE`` of a study, series or instance and ``dicomcloud delete``."""
+
+    #: False: the archive never deletes (DELETE answers 405, the CLI refuses), e.g. a
+    #: clinical archive whose corrections go through IOCM rejection notes instead.
+    allow_delete: bool = True
+
+
 class CorsSettings(_Section):
     """Cross-origin resource sharing (Fetch standard, CORS protocol) for viewers served
     from another origin (an OHIF or Slicer elsewhere).  No origin allowed (the default)
@@ -961,6 +970,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
 
     audit: AuditSettings = AuditSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     cors: CorsSettings = CorsSettings()
     viewer: ViewerSettings = ViewerSettings()

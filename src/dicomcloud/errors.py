@@ -49,6 +49,13 @@ class NotFound(DicomCloudError):
     http_status = 404
 
 
+class MethodNotAllowed(DicomCloudError):
+    """The resource exists but this archive refuses the method (HTTP 405), e.g. DELETE
+    with ``[retention] allow_delete = false``."""
+
+    http_status = 405
+
+
 class PayloadTooLarge(DicomCloudError):
     """A request or part exceeds a configured limit (HTTP 413)."""
 

@@ -51,6 +51,36 @@ class OutboxMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    """What to delete: a study, one of its series, or one instance of that series (the
+    UIDs of the levels above must match, as in the WADO-RS path)."""
+
+    tenant_id: str
+    study_instance_uid: str
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    #: Who asked, for the ``instance.deleted`` events: "DICOMweb" or "CLI".
+    source: str = "DICOMweb"
+    principal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """What one committed deletion removed from the index."""
+
+    #: The removed instances, as the index had them (their blobs are still there).
+    instances: tuple[InstanceRecord, ...]
+    #: Series and study left without instances, whose rows went too.
+    removed_series: tuple[str, ...]
+    study_removed: bool
+    #: The study's patient, and whether its row went (its last study).
+    patient_id: str
+    patient_removed: bool
+    #: Blob keys of the viewer-ready copies whose rows were removed with them.
+    derived_blob_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LevelCounts:
     """How many studies, series and instances a tenant has (the study browser shows
     them)."""
@@ -78,6 +108,15 @@ class Index(Protocol):
 
     async def get_instance(self, tenant_id: str, sop_instance_uid: str) -> InstanceRecord | None:
         """The indexed instance with this SOP Instance UID, if any."""
+        ...
+
+    async def delete_instances(self, request: DeleteRequest) -> Deletion | None:
+        """Remove what ``request`` names in ONE transaction: the instance rows, their
+        extended query tag values and viewer-ready copy rows, each series and the study
+        left without instances (with their tag values), the patient left without
+        studies, and an ``instance.deleted`` outbox row per instance.  None (and
+        nothing changed) if nothing matched.  Counts and computed attributes of what
+        remains are computed at search time, so they follow at once."""
         ...
 
     async def count_levels(self, tenant_id: str) -> LevelCounts:

@@ -4,6 +4,8 @@ HTTP.  No answer is a 5xx and the server is healthy afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 import schemathesis
@@ -11,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
-from conftest import RealServer
+from conftest import RealServer, running_server
 from integration.support import multipart_related, new_instance
 
 pytestmark = pytest.mark.timeout(240)
@@ -28,7 +30,16 @@ def test_openapi_document_is_served_and_valid(server: RealServer) -> None:
     assert "post" in document["paths"]["/dicom-web/studies"]
 
 
-def test_no_generated_request_gets_a_5xx(server: RealServer) -> None:
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """A server of its own: generated DELETE requests must not touch what other tests
+    of the session stored."""
+    with running_server(tmp_path_factory.mktemp("fuzz") / "data") as running:
+        yield running
+
+
+def test_no_generated_request_gets_a_5xx(fuzz_server: RealServer) -> None:
+    server = fuzz_server
     instance = new_instance()  # something to find, retrieve and render
     body, content_type = multipart_related([instance.data])
     stored = httpx.post(
@@ -74,7 +85,7 @@ def test_no_generated_request_gets_a_5xx(server: RealServer) -> None:
 
     assert operations >= 20
     assert len(sent) >= 100
-    assert "POST" in sent
+    assert "POST" in sent and "DELETE" in sent
     assert failures == []
     health = httpx.get(f"{server.base_url}/healthz", timeout=30)
     assert health.status_code == 200

@@ -97,6 +97,8 @@ def action_of(method: str, template: str | None) -> str:
         return access.WADO_URI
     if method == "POST" and last in ("studies", "{study}"):
         return access.STOW_RS
+    if method == "DELETE" and last in ("{study}", "{series}", "{sop}"):
+        return access.DELETE
     if last in _RESOURCE_ACTIONS:
         return _RESOURCE_ACTIONS[last]
     if len(segments) >= 2 and segments[-2] == "bulkdata":

@@ -22,7 +22,7 @@ from dicomcloud.app import Archive
 from dicomcloud.config import CorsSettings
 from dicomcloud.dicomweb import metadata as wado_metadata
 from dicomcloud.dicomweb import rendered as wado_rendered
-from dicomcloud.dicomweb.access_log import AccessLogMiddleware
+from dicomcloud.dicomweb.access_log import PRINCIPAL_KEY, AccessLogMiddleware, notes_of
 from dicomcloud.dicomweb.admin import admin_routes
 from dicomcloud.dicomweb.auth import install_auth
 from dicomcloud.dicomweb.bulkdata import retrieve_bulkdata
@@ -50,8 +50,10 @@ from dicomcloud.dicomweb.responses import error_response
 from dicomcloud.dicomweb.stow import StowHandler
 from dicomcloud.dicomweb.wado import frames_response, instances_response
 from dicomcloud.dicomweb.wado_uri import check_supported, parse_wado_uri, render_parameters
+from dicomcloud.domain import access
 from dicomcloud.domain.query import QueryLevel
-from dicomcloud.errors import DicomCloudError, NotFound
+from dicomcloud.errors import DicomCloudError, MethodNotAllowed, NotFound
+from dicomcloud.ports import DeleteRequest
 from dicomcloud.services.frames import parse_frame_list
 from dicomcloud.services.ingest import IngestContext
 from dicomcloud.services.rendering import render_frame
@@ -206,6 +208,46 @@ async def wado_uri(request: Request) -> Response:
     return response
 
 
+async def delete_resource(request: Request) -> Response:
+    """DELETE of a study, a series or an instance (non-standard: PS3.18 defines no
+    delete; as Microsoft's DICOM service, a hard delete answered with 204 No Content).
+    400 for an invalid UID, 404 if nothing matched, 405 with ``[retention]
+    allow_delete = false``; the ``delete`` permission is checked by the auth layer."""
+    archive = archive_of(request)
+    study = path_uid(request, "study")
+    series = path_uid(request, "series") if "series" in request.path_params else None
+    sop = path_uid(request, "sop") if "sop" in request.path_params else None
+    tenant = tenant_of(request)
+    try:
+        archive.deletion.check_enabled()
+    except MethodNotAllowed as exc:
+        response = error_response(exc)
+        response.headers["allow"] = "GET" if sop or series else "GET, POST"
+        return response
+    # The series metadata aggregates to remove are those of every base URL this process
+    # knows: the configured ones, those of earlier metadata requests, and this one.
+    archive.metadata.note_base(tenant, base_url(request))
+    principal = request.scope.get(PRINCIPAL_KEY)
+    summary = await archive.deletion.delete(
+        DeleteRequest(
+            tenant,
+            study,
+            series,
+            sop,
+            source="DICOMweb",
+            principal=principal if isinstance(principal, str) and principal else None,
+        )
+    )
+    notes = notes_of(request.scope)
+    if notes is not None:
+        notes.instances = summary.instances
+        if series is None:
+            notes.series_uids.extend(summary.series_instance_uids[: access.MAX_UIDS])
+        if sop is None:
+            notes.sop_instance_uids.extend(summary.sop_instance_uids[: access.MAX_UIDS])
+    return Response(status_code=204)
+
+
 async def _dicomcloud_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DicomCloudError)
     if exc.http_status >= 500:
@@ -287,6 +329,9 @@ def _service_routes(web: str) -> list[Route]:
         Route(series, retrieve_study, methods=["GET"]),
         Route(f"{instance}/frames/{{frames}}", retrieve_frames, methods=["GET"]),
         Route(f"{web}/wado", wado_uri, methods=["GET"]),
+        Route(study, delete_resource, methods=["DELETE"]),
+        Route(series, delete_resource, methods=["DELETE"]),
+        Route(instance, delete_resource, methods=["DELETE"]),
     ]
 
 

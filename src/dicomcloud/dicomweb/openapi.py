@@ -124,6 +124,21 @@ def _stow(params: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _delete(what: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "delete": {
+            "summary": f"Delete {what} (non-standard, hard delete; needs 'delete')",
+            "parameters": params,
+            "responses": {
+                "204": {"description": "Deleted"},
+                "400": _ERROR,
+                "404": _ERROR,
+                "405": _ERROR,
+            },
+        }
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0.3 document of the archive's HTTP routes."""
     web = "/dicom-web"
@@ -143,9 +158,19 @@ def openapi_document() -> dict[str, Any]:
         f"{study}/series": _search("QIDO-RS: series of a study", [_STUDY]),
         f"{study}/instances": _search("QIDO-RS: instances of a study", [_STUDY]),
         f"{series}/instances": _search("QIDO-RS: instances of a series", [_STUDY, _SERIES]),
-        study: {**_get("WADO-RS: retrieve a study", [_STUDY], _BINARY), "post": _stow([_STUDY])},
-        series: _get("WADO-RS: retrieve a series", [_STUDY, _SERIES], _BINARY),
-        instance: _get("WADO-RS: retrieve an instance", [_STUDY, _SERIES, _SOP], _BINARY),
+        study: {
+            **_get("WADO-RS: retrieve a study", [_STUDY], _BINARY),
+            "post": _stow([_STUDY]),
+            **_delete("a study", [_STUDY]),
+        },
+        series: {
+            **_get("WADO-RS: retrieve a series", [_STUDY, _SERIES], _BINARY),
+            **_delete("a series", [_STUDY, _SERIES]),
+        },
+        instance: {
+            **_get("WADO-RS: retrieve an instance", [_STUDY, _SERIES, _SOP], _BINARY),
+            **_delete("an instance", [_STUDY, _SERIES, _SOP]),
+        },
         f"{study}/metadata": _get("WADO-RS: study metadata", [_STUDY], _BINARY),
         f"{series}/metadata": _get("WADO-RS: series metadata", [_STUDY, _SERIES], _BINARY),
         f"{instance}/metadata": _get(
@@ -175,7 +200,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "dicomcloud DICOMweb",
             "version": __version__,
-            "description": "DICOMweb (PS3.18): QIDO-RS, WADO-RS, STOW-RS, WADO-URI.",
+            "description": "DICOMweb (PS3.18): QIDO-RS, WADO-RS, STOW-RS, WADO-URI; DELETE.",
         },
         "paths": paths,
     }

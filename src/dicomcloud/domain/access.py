@@ -22,6 +22,8 @@ ACCESS_TOPIC: Final = "access"
 
 DICOMWEB: Final = "DICOMweb"
 DIMSE: Final = "DIMSE"
+#: An operator's command (``dicomcloud delete``).
+CLI: Final = "CLI"
 
 # Actions (what the request or operation was), PS3.18 and PS3.4 names.
 STOW_RS: Final = "STOW-RS store"
@@ -33,6 +35,8 @@ WADO_RS_BULKDATA: Final = "WADO-RS bulkdata"
 WADO_RS_RENDERED: Final = "WADO-RS rendered"
 WADO_RS_THUMBNAIL: Final = "WADO-RS thumbnail"
 WADO_URI: Final = "WADO-URI"
+#: DICOMweb DELETE of a study, series or instance (non-standard, services.deletion).
+DELETE: Final = "delete"
 AUDIT_QUERY: Final = "access-log query"
 HTTP_OTHER: Final = "HTTP request"
 C_ECHO: Final = "C-ECHO"

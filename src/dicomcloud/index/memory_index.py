@@ -11,7 +11,12 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
+from dicomcloud.domain.events import (
+    INSTANCE_DELETED,
+    INSTANCE_STORED,
+    StoredEvent,
+    deleted_events,
+)
 from dicomcloud.domain.extended_tags import ExtendedTag, replacements
 from dicomcloud.domain.patterns import (
     fold,
@@ -54,7 +59,7 @@ from dicomcloud.domain.results import (
 )
 from dicomcloud.errors import IdentityConflict, IndexUnavailable
 from dicomcloud.index.sql_index import ordered
-from dicomcloud.ports import InstanceWrite, LevelCounts, OutboxMessage
+from dicomcloud.ports import DeleteRequest, Deletion, InstanceWrite, LevelCounts, OutboxMessage
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -196,6 +201,71 @@ class MemoryIndex:
     async def get_instance(self, tenant_id: str, sop_instance_uid: str) -> InstanceRecord | None:
         self._check_open()
         return self._instances.get((tenant_id, sop_instance_uid))
+
+    async def delete_instances(self, request: DeleteRequest) -> Deletion | None:
+        # No await: applied atomically within the event loop, as a store is.
+        self._check_open()
+        tenant, study_uid = request.tenant_id, request.study_instance_uid
+        study = self._studies.get((tenant, study_uid))
+        if study is None:
+            return None
+        records = ordered(
+            r
+            for (t, _), r in self._instances.items()
+            if t == tenant
+            and r.study_instance_uid == study_uid
+            and request.series_instance_uid in (None, r.series_instance_uid)
+            and request.sop_instance_uid in (None, r.sop_instance_uid)
+        )
+        if not records:
+            return None
+        for r in records:
+            del self._instances[(tenant, r.sop_instance_uid)]
+        gone = {("instance", r.sop_instance_uid) for r in records}
+        remaining = [r for (t, _), r in self._instances.items() if t == tenant]
+        still = {r.series_instance_uid for r in remaining}
+        study_removed = not any(r.study_instance_uid == study_uid for r in remaining)
+        removed_series = sorted(
+            uid
+            for (t, uid), se in self._series.items()
+            if t == tenant
+            and se.study_instance_uid == study_uid
+            and uid not in still
+            and (study_removed or any(r.series_instance_uid == uid for r in records))
+        )
+        for uid in removed_series:
+            del self._series[(tenant, uid)]
+            gone.add(("series", uid))
+        patient_id = study.patient_id
+        patient_removed = False
+        if study_removed:
+            del self._studies[(tenant, study_uid)]
+            gone.add(("study", study_uid))
+            if not any(
+                t == tenant and s.patient_id == patient_id for (t, _), s in self._studies.items()
+            ):
+                self._patients.pop((tenant, patient_id), None)
+                patient_removed = True
+        for key in [k for k in self._extended if k[0] == tenant and (k[1], k[2]) in gone]:
+            del self._extended[key]
+        for event in deleted_events(
+            records,
+            patient_id=patient_id,
+            removed_series=removed_series,
+            study_removed=study_removed,
+            source=request.source,
+            principal=request.principal,
+        ):
+            message = OutboxMessage(self._next_id, INSTANCE_DELETED, event.key, event.to_json())
+            self._outbox[self._next_id] = message
+            self._next_id += 1
+        return Deletion(
+            instances=tuple(records),
+            removed_series=tuple(removed_series),
+            study_removed=study_removed,
+            patient_id=patient_id,
+            patient_removed=patient_removed,
+        )
 
     async def list_instances(
         self,

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
+from dicomcloud.domain.events import INSTANCE_DELETED, INSTANCE_STORED, StoredEvent, deleted_events
 from dicomcloud.domain.extended_tags import ExtendedTag, Replacements, replacements
 from dicomcloud.domain.query import Query, QueryLevel
 from dicomcloud.domain.records import (
@@ -39,7 +39,7 @@ from dicomcloud.index import schema, unit_of_work
 from dicomcloud.index.engine import create_engine_for
 from dicomcloud.index.migrate import migrate_engine
 from dicomcloud.index.query_compiler import TABLES, query_conditions
-from dicomcloud.ports import InstanceWrite, LevelCounts, OutboxMessage
+from dicomcloud.ports import DeleteRequest, Deletion, InstanceWrite, LevelCounts, OutboxMessage
 
 R = TypeVar("R")
 
@@ -341,6 +341,13 @@ class SqlIndex:
             values["b_sop_instance_uid"] = row["sop_instance_uid"]
             params.append(values)
         conn.execute(statement, params)
+
+    async def delete_instances(self, request: DeleteRequest) -> Deletion | None:
+        def work(conn: Connection) -> Deletion | None:
+            return _delete(conn, request)
+
+        what = f"deleting from study {request.study_instance_uid}"
+        return await self._runner.run(work, write=True, what=what)
 
     async def mark_published(self, ids: Sequence[int]) -> None:
         if not ids:
@@ -692,6 +699,152 @@ def _write_extended(conn: Connection, found: Replacements) -> None:
     ]
     if rows:
         conn.execute(sa.insert(table), rows)
+
+
+def _delete(conn: Connection, request: DeleteRequest) -> Deletion | None:
+    """One deletion (``Index.delete_instances``) on ``conn``.
+
+    Rows are locked top down as a store locks them (patient, study, series, then the
+    instances): a concurrent store into the same study either committed before, and
+    its instance is seen and deleted, or waits and then writes its levels anew.
+    Locking reads also see the latest committed rows on MySQL/MariaDB.
+    """
+    tenant, study_uid = request.tenant_id, request.study_instance_uid
+    st, se, inst = schema.study, schema.series, schema.instance
+    found = conn.execute(
+        sa.select(st.c.patient_id).where(
+            st.c.tenant_id == tenant, st.c.study_instance_uid == study_uid
+        )
+    ).first()
+    if found is None:
+        return None
+    patient_id = str(found.patient_id)
+    pa = schema.patient
+    conn.execute(
+        sa.select(pa.c.patient_id)
+        .where(pa.c.tenant_id == tenant, pa.c.patient_id == patient_id)
+        .with_for_update()
+    ).all()
+    conn.execute(
+        sa.select(st.c.study_instance_uid)
+        .where(st.c.tenant_id == tenant, st.c.study_instance_uid == study_uid)
+        .with_for_update()
+    ).all()
+    series_lock = sa.select(se.c.series_instance_uid).where(
+        se.c.tenant_id == tenant, se.c.study_instance_uid == study_uid
+    )
+    wanted = sa.select(*(inst.c[name] for name in INSTANCE_READ)).where(
+        inst.c.tenant_id == tenant, inst.c.study_instance_uid == study_uid
+    )
+    if request.series_instance_uid is not None:
+        series_lock = series_lock.where(se.c.series_instance_uid == request.series_instance_uid)
+        wanted = wanted.where(inst.c.series_instance_uid == request.series_instance_uid)
+    if request.sop_instance_uid is not None:
+        wanted = wanted.where(inst.c.sop_instance_uid == request.sop_instance_uid)
+    conn.execute(series_lock.order_by(se.c.series_instance_uid).with_for_update()).all()
+    records = ordered(
+        instance_record(row) for row in conn.execute(wanted.with_for_update()).mappings()
+    )
+    if not records:
+        return None
+    sops = sorted({r.sop_instance_uid for r in records})
+    touched = sorted({r.series_instance_uid for r in records})
+    copy, failure = schema.derived_copy, schema.transcode_failure
+    derived: list[str] = []
+    for chunk in _chunks(sops, 1000):
+        derived += conn.execute(
+            sa.select(copy.c.blob_key).where(
+                copy.c.tenant_id == tenant, copy.c.sop_instance_uid.in_(chunk)
+            )
+        ).scalars()
+        for table in (copy, failure, inst):
+            conn.execute(
+                sa.delete(table).where(
+                    table.c.tenant_id == tenant, table.c.sop_instance_uid.in_(chunk)
+                )
+            )
+        _delete_extended(conn, tenant, "instance", chunk)
+    still = set(
+        conn.execute(
+            sa.select(inst.c.series_instance_uid)
+            .where(inst.c.tenant_id == tenant, inst.c.series_instance_uid.in_(touched))
+            .distinct()
+        ).scalars()
+    )
+    removed_series = [uid for uid in touched if uid not in still]
+    left_in_study = conn.execute(
+        sa.select(inst.c.sop_instance_uid)
+        .where(inst.c.tenant_id == tenant, inst.c.study_instance_uid == study_uid)
+        .limit(1)
+    ).first()
+    study_removed = left_in_study is None
+    if study_removed:  # every series of the study is empty now
+        removed_series = sorted(
+            {*removed_series, *conn.execute(series_lock.with_for_update()).scalars()}
+        )
+    if removed_series:
+        conn.execute(
+            sa.delete(se).where(
+                se.c.tenant_id == tenant, se.c.series_instance_uid.in_(removed_series)
+            )
+        )
+        _delete_extended(conn, tenant, "series", removed_series)
+    patient_removed = False
+    if study_removed:
+        conn.execute(
+            sa.delete(st).where(st.c.tenant_id == tenant, st.c.study_instance_uid == study_uid)
+        )
+        _delete_extended(conn, tenant, "study", [study_uid])
+        other = conn.execute(
+            sa.select(st.c.study_instance_uid)
+            .where(st.c.tenant_id == tenant, st.c.patient_id == patient_id)
+            .limit(1)
+        ).first()
+        if other is None:
+            conn.execute(
+                sa.delete(pa).where(pa.c.tenant_id == tenant, pa.c.patient_id == patient_id)
+            )
+            patient_removed = True
+    events = deleted_events(
+        records,
+        patient_id=patient_id,
+        removed_series=removed_series,
+        study_removed=study_removed,
+        source=request.source,
+        principal=request.principal,
+    )
+    now = datetime.now(UTC)
+    conn.execute(
+        sa.insert(schema.outbox),
+        [
+            {
+                "tenant_id": tenant,
+                "topic": INSTANCE_DELETED,
+                "key": event.key,
+                "payload": event.to_json(),
+                "created_at": now,
+            }
+            for event in events
+        ],
+    )
+    return Deletion(
+        instances=tuple(records),
+        removed_series=tuple(removed_series),
+        study_removed=study_removed,
+        patient_id=patient_id,
+        patient_removed=patient_removed,
+        derived_blob_keys=tuple(derived),
+    )
+
+
+def _delete_extended(conn: Connection, tenant: str, level: str, uids: Sequence[str]) -> None:
+    """Remove the extended query tag values of these records of ``level``."""
+    table = schema.extended_tag_value
+    conn.execute(
+        sa.delete(table).where(
+            table.c.tenant_id == tenant, table.c.level == level, table.c.uid.in_(uids)
+        )
+    )
 
 
 def _read_columns(level: str, query: Query) -> tuple[str, ...]:

@@ -279,10 +279,12 @@ class IngestService:
             existing = await self.index.get_instance(context.tenant_id, inst.sop_instance_uid)
             if existing is not None and self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
                 return StoreOutcome.DUPLICATE
-            if existing is not None:
-                # A replacement goes to a new key: the stored version stays intact
-                # until the index points at the new one.
-                key = _key_for(context, extracted, uuid.uuid4().hex[:12])
+            # A replacement goes to a new key: the stored version stays intact until
+            # the index points at the new one.  So does an instance the index does not
+            # know (anymore) whose key is taken: the file may belong to a deletion
+            # that removes it after its commit (services.deletion), or be the
+            # leftover of an interrupted store (never acknowledged; left alone).
+            key = _key_for(context, extracted, uuid.uuid4().hex[:12])
             size = await self.blobs.put(key, _chunks(parsed, source))
             assert size is not None
         elif self.duplicate_policy is DuplicatePolicy.REPLACE:

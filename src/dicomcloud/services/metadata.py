@@ -192,8 +192,15 @@ class MetadataService:
             instance_version(record),
         )
 
-    async def instance_object(self, record: InstanceRecord, *, rebuild: bool = False) -> bytes:
-        """The stored metadata object of an instance (JSON bytes), built if missing."""
+    async def instance_object(
+        self, record: InstanceRecord, *, rebuild: bool = False, verify: bool = False
+    ) -> bytes:
+        """The stored metadata object of an instance (JSON bytes), built if missing.
+
+        With ``verify``, a built object is kept only if the index still holds that
+        version of the instance after it was stored: one deleted meanwhile
+        (``services.deletion`` removes the objects after its commit) leaves no stale
+        object for the same instance stored again."""
         key = self._instance_key(record)
         if not rebuild:
             with contextlib.suppress(NotFound):
@@ -211,6 +218,11 @@ class MetadataService:
         built = await self._cpu(_build_object, part10, self.threshold, prefix)
         await self.store.put(key, [built])
         self.instances_built += 1
+        if verify:
+            current = await self.index.get_instance(record.tenant_id, record.sop_instance_uid)
+            if current is None or self._instance_key(current) != key:
+                with contextlib.suppress(Exception):
+                    await self.store.delete(key)
         return built
 
     async def instance_metadata(self, record: InstanceRecord, base: str) -> dict[str, Any]:
@@ -277,6 +289,8 @@ class MetadataService:
         objects = await self._gather_objects(state.records)
         body = await self._cpu(_aggregate, objects, base)
         await self.store.put(key, [body])
+        if not await self._still_current(state, base):
+            return body  # served to this request only; nothing kept
         await self._keep(key, body)
         self.series_built += 1
         slot = (state.tenant_id, state.study_uid, state.series_uid, base)
@@ -286,6 +300,30 @@ class MetadataService:
             with contextlib.suppress(Exception):
                 await self.store.delete(previous)
         return body
+
+    async def _still_current(self, state: SeriesState, base: str) -> bool:
+        """Whether the series is as ``state`` saw it, after its aggregate was stored;
+        if not (instances deleted meanwhile), the aggregate and the objects of the
+        instances gone are removed again, so that none outlives a deletion."""
+        records = await self.index.list_instances(
+            state.tenant_id, state.study_uid, state.series_uid
+        )
+        if (
+            records
+            and self._state(state.tenant_id, state.study_uid, state.series_uid, records, base).etag
+            == state.etag
+        ):
+            return True
+        now = {self._instance_key(r) for r in records}
+        stale = [
+            series_metadata_key(state.tenant_id, state.study_uid, state.series_uid, state.etag),
+            *(k for k in map(self._instance_key, state.records) if k not in now),
+        ]
+        for key in stale:
+            with contextlib.suppress(Exception):
+                await self.store.delete(key)
+        await self.drop_cached(stale)
+        return False
 
     async def _keep(self, key: str, body: bytes) -> None:
         if self.cache is not None and self.cache_ttl > 0:
@@ -310,6 +348,40 @@ class MetadataService:
         bodies = [await self.series_gzip(state, base) for state in states]
         return await self._cpu(_join_arrays, bodies)
 
+    # -- deletion ------------------------------------------------------------------------
+
+    def forget(
+        self, before: Sequence[InstanceRecord], deleted: Sequence[InstanceRecord]
+    ) -> list[str]:
+        """The metadata-store keys made stale by deleting ``deleted`` from the series
+        listed in ``before`` (as the index had them): the deleted instances' objects and
+        the series aggregates of that state for every known base URL (the cached copies
+        of those are dropped by ``drop_cached``)."""
+        keys = {self._instance_key(record) for record in deleted}
+        by_series: dict[tuple[str, str, str], list[InstanceRecord]] = {}
+        for record in before:
+            slot = (record.tenant_id, record.study_instance_uid, record.series_instance_uid)
+            by_series.setdefault(slot, []).append(record)
+        touched = {(r.tenant_id, r.study_instance_uid, r.series_instance_uid) for r in deleted}
+        for tenant_id, study_uid, series_uid in touched:
+            records = by_series.get((tenant_id, study_uid, series_uid), [])
+            for base in self.bases_of(tenant_id):
+                if records:
+                    state = self._state(tenant_id, study_uid, series_uid, records, base)
+                    keys.add(series_metadata_key(tenant_id, study_uid, series_uid, state.etag))
+                latest = self._latest.pop((tenant_id, study_uid, series_uid, base), None)
+                if latest is not None:
+                    keys.add(latest)
+        return sorted(keys)
+
+    async def drop_cached(self, keys: Sequence[str]) -> None:
+        """Drop cached series aggregates stored under these metadata-store keys."""
+        if self.cache is None:
+            return
+        for key in keys:
+            if key.endswith(".json.gz"):
+                await self.cache.delete(f"series-metadata:{key}")
+
     # -- kept up to date from events ------------------------------------------------------
 
     async def on_stored(self, event: StoredEvent) -> bool:
@@ -318,7 +390,9 @@ class MetadataService:
         record = await self.index.get_instance(event.tenant_id, event.sop_instance_uid)
         if record is None:
             return False
-        await self.instance_object(record, rebuild=self.rebuild_on_event or event.replaced)
+        await self.instance_object(
+            record, rebuild=self.rebuild_on_event or event.replaced, verify=True
+        )
         return True
 
     async def refresh_series(self, tenant_id: str, study_uid: str, series_uid: str) -> None:

@@ -194,6 +194,13 @@ class ViewerReadyCopies:
         previous = await self.copies.record_copy(copy)
         if previous is not None and previous.blob_key != key:
             await self._delete_blob(previous.blob_key)
+        current = await self.index.get_instance(record.tenant_id, record.sop_instance_uid)
+        if current is None:
+            # Deleted between the check above and the record: the deletion's
+            # transaction did not see this copy, so it is removed here.
+            if await self.copies.delete_copy(copy):
+                await self._delete_blob(key)
+            return None
         self.made += 1
         return copy
 
