@@ -138,6 +138,9 @@ class NetworkLog:
     problems: list[str] = field(default_factory=list)
     #: (status, URL path) answers a test expects (a refused upload's 409).
     expected: list[tuple[int, str]] = field(default_factory=list)
+    #: Path prefixes of this host whose requests a navigation may abort (the viewer's
+    #: own files, when it leaves for the identity provider while loading them).
+    abortable: tuple[str, ...] = ()
 
     def expect_status(self, status: int, path: str) -> None:
         self.expected.append((status, path))
@@ -157,8 +160,16 @@ class NetworkLog:
 
     def failed(self, url: str, failure: str | None) -> None:
         # A download read as a blob and revoked is no failure; anything else is.
-        if not url.startswith("blob:"):
-            self.problems.append(f"request failed: {url} ({failure})")
+        if url.startswith("blob:"):
+            return
+        parts = urlsplit(url)
+        if (
+            failure == "net::ERR_ABORTED"
+            and parts.netloc == self.host
+            and parts.path.startswith(self.abortable)
+        ):
+            return
+        self.problems.append(f"request failed: {url} ({failure})")
 
     def console(self, kind: str, text: str) -> None:
         if any(f"status of {status} " in text for status, _ in self.expected):

@@ -155,12 +155,16 @@ async def test_ohif3_logs_in_with_the_same_client_using_pkce(
     assert script.status_code == 200
     head, _, block = script.text.partition("window.config.oidc = [")
     assert head.startswith("window.config = {};")
-    client = json.loads(block.rstrip().removesuffix("];"))
+    settings, _, logout = block.partition("];\n")
+    client = json.loads(settings)
     assert client["authority"] == provider.url and client["client_id"] == CLIENT_ID
     assert client["response_type"] == "code"  # oidc-client-ts: code flow with PKCE
     assert client["redirect_uri"] == "/callback"
     assert client["silent_redirect_uri"] == "/silent-refresh.html"
     assert client["metadata"]["authorization_endpoint"].startswith(provider.url)
+    # Back to the study browser after logging out (not OHIF's own study route).
+    assert "post_logout_redirect_uri" not in client
+    assert logout.startswith("window.config.oidc[0].post_logout_redirect_uri = new URL('../ui/'")
 
 
 async def test_the_viewer_config_is_unchanged_without_authentication(

@@ -198,10 +198,19 @@ def oidc_block(client: dict[str, object]) -> str:
     """The ``oidc`` array of OHIF 3's configuration for the oidc-client-ts settings
     ``client``: OHIF 3 takes the code flow with PKCE (``oidc-client-ts``) when
     ``response_type`` is ``code``; ``silent_redirect_uri`` is the page written by
-    :func:`relocate`."""
-    settings = dict(client, silent_redirect_uri="/silent-refresh.html")
+    :func:`relocate`.
+
+    ``post_logout_redirect_uri`` is the study browser (``../ui/`` from the viewer,
+    absolute): OHIF 3 mounts its sign-out callback on the *path* of that URI inside its
+    router, so the default ``/`` (``/viewer/``) becomes the route ``/viewer/viewer``,
+    the study viewer's own, whose every visit then "completes a sign-out" and
+    navigates to ``?`` + a search that already starts with ``?`` (``??``, ``???``...).
+    """
+    settings = {key: value for key, value in client.items() if key != "post_logout_redirect_uri"}
+    settings["silent_redirect_uri"] = "/silent-refresh.html"
     return (
         "\n// dicomcloud: log in at the archive's identity provider\nwindow.config.oidc = ["
         + json.dumps(settings)
-        + "];\n"
+        + "];\nwindow.config.oidc[0].post_logout_redirect_uri = new URL('../ui/', "
+        "document.currentScript ? document.currentScript.src : window.location.href).href;\n"
     )
