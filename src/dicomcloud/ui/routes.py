@@ -184,7 +184,7 @@ async def _ohif3(request: Request, directory: Path, path: str) -> Response:
     static file's suffix, else the application's page for its routes."""
     study = _V2_STUDY.match(path)
     if study:
-        # Relative, so that it holds behind a proxy adding a path prefix.
+        # Relative, like the study browser's link to it.
         return RedirectResponse(f"../viewer?StudyInstanceUIDs={study.group(1)}", 302)
     parts = [part for part in path.split("/") if part]
     if parts and all(ohif3.wanted(part) for part in parts) and not path.endswith((".gz",)):
