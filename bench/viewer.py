@@ -1,18 +1,20 @@
 """Time to first image in the OHIF viewer: dicomcloud vs Orthanc, same bundle, same run.
 
 A synthetic 300-instance CT series (512x512, 16-bit, native) is stored over STOW-RS
-into each peer.  The same ``@ohif/viewer`` bundle (``dicomcloud viewer install``, from
-the npm cache) is served by one small static server, configured once with dicomcloud's
-and once with Orthanc's DICOMweb root; Debian's Chromium (headless, via Playwright) opens
-``/viewer/viewer/{StudyInstanceUID}`` in a fresh context (cold cache) and the time from
-navigation start until the viewport canvas shows the image is taken in the page
-(``performance.now()`` at the first animation frame whose canvas is not uniform).
+into each peer.  The same viewer bundle (``dicomcloud viewer install``: OHIF 3 by
+default, ``--viewer 4.12.51`` for OHIF v2; from the npm cache) is served by one small
+static server, configured once with dicomcloud's and once with Orthanc's DICOMweb root;
+Debian's Chromium (headless, via Playwright, WebGL 2 from SwiftShader) opens the study
+(``/viewer/viewer?StudyInstanceUIDs=...`` for OHIF 3, ``/viewer/viewer/{uid}`` for v2)
+in a fresh context (cold cache) and the time from navigation start until the viewport
+canvas shows the image is taken in the page (``performance.now()`` at the first
+animation frame whose canvas is not uniform).
 
 The viewer is on another origin than both servers, so Chromium runs with web security
 off (Orthanc has no CORS settings); both peers are treated alike.
 
-Run: ``.venv/bin/python -m bench.viewer [--instances 300] [--repeat 5]``; prints a
-markdown table and writes ``bench/out/viewer.json``.
+Run: ``.venv/bin/python -m bench.viewer [--instances 300] [--repeat 5] [--viewer V]``;
+prints a markdown table and writes ``bench/out/viewer.json``.
 """
 
 from __future__ import annotations
@@ -38,16 +40,31 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from bench import OUT_DIR
 from bench.peers import HOST, DicomcloudPeer, OrthancPeer, Peer, free_port
 from bench.wado import _stow
-from dicomcloud.ui.viewer_bundle import configure, install
+from dicomcloud.ui.viewer_bundle import DEFAULT_VERSION, configure, install, package_of
 
 CHROMIUM = "/usr/bin/chromium"
+#: WebGL 2 without a GPU (cornerstone3D): ANGLE on SwiftShader.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-web-security",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+]
 CACHE = Path.home() / ".cache" / "dicomcloud"
 #: performance.now() of the first animation frame whose viewport canvas is not uniform,
 #: and when the viewer sent its first DICOMweb request (its bundle loaded and started).
 FIRST_IMAGE = """() => {
     const canvas = document.querySelector('.viewport-element canvas.cornerstone-canvas');
     if (!canvas || canvas.width === 0) return false;
-    const context = canvas.getContext('2d');
+    let context = canvas.getContext('2d');
+    if (!context) {  // a WebGL canvas: read it through a 2D copy
+        const copy = document.createElement('canvas');
+        copy.width = canvas.width;
+        copy.height = canvas.height;
+        context = copy.getContext('2d');
+        context.drawImage(canvas, 0, 0);
+    }
     const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
     let low = 255, high = 0;
     for (let i = 0; i < pixels.length; i += 4 * 101) {
@@ -98,13 +115,17 @@ def ct_series(count: int) -> tuple[str, list[bytes]]:
 
 
 class _ViewerFiles(SimpleHTTPRequestHandler):
-    """``/viewer/...``: a file of the bundle by its name, else ``index.html``."""
+    """``/viewer/...``: a file of the bundle by its path under ``/viewer/`` (OHIF 3's
+    tree) or its name (OHIF v2), else ``index.html``."""
 
     def translate_path(self, path: str) -> str:
-        name = path.split("?", 1)[0].rsplit("/", 1)[-1]
-        root = Path(self.directory)
-        candidate = root / name
-        return str(candidate if name and candidate.is_file() else root / "index.html")
+        relative = path.split("?", 1)[0].removeprefix("/viewer/")
+        root = Path(self.directory).resolve()
+        for candidate in (root / relative, root / relative.rsplit("/", 1)[-1]):
+            resolved = candidate.resolve()
+            if resolved.is_file() and resolved.is_relative_to(root):
+                return str(resolved)
+        return str(root / "index.html")
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -127,6 +148,8 @@ def first_image_ms(browser: Any, url: str, timeout_ms: float) -> tuple[float, fl
     """Milliseconds from navigation start, and from the first DICOMweb request, until
     the first image is shown."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # OHIF 3's first-visit tour counts as seen (as after a person's first visit).
+    context.add_init_script("localStorage.setItem('shownTours', '[\"basicViewerTour\"]')")
     try:
         page = context.new_page()
         page.goto(url)
@@ -144,7 +167,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     work = OUT_DIR / "viewer"
     shutil.rmtree(work, ignore_errors=True)
     pristine = work / "bundle"
-    dist = install(pristine, cache_dir=CACHE)
+    dist = install(pristine, version=args.viewer, cache_dir=CACHE)
+    v2 = package_of(dist.version) == "@ohif/viewer"
     results: dict[str, Any] = {"instances": args.instances, "viewer": dist.version, "peers": {}}
     peers: list[Peer] = []
     try:
@@ -169,14 +193,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             configure(bundle, mount="/viewer", dicomweb=f"http://{HOST}:{peer.http_port}/dicom-web")
         time.sleep(args.settle)  # both peers: metadata prepared after ingest settles
         with contextlib.ExitStack() as stack, sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-web-security", "--disable-gpu"],
-            )
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             ports = {p.name: stack.enter_context(static_server(work / p.name)) for p in peers}
             for _ in range(args.repeat):  # peers alternate, so load drifts hit both
                 for peer in peers:
-                    url = f"http://{HOST}:{ports[peer.name]}/viewer/viewer/{study}"
+                    root = f"http://{HOST}:{ports[peer.name]}/viewer/viewer"
+                    url = f"{root}/{study}" if v2 else f"{root}?StudyInstanceUIDs={study}"
                     ms, dicomweb_ms = first_image_ms(browser, url, args.timeout * 1000)
                     results["peers"][peer.name]["first_image_ms"].append(ms)
                     results["peers"][peer.name]["from_first_request_ms"].append(dicomweb_ms)
@@ -201,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after ingest")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per opening")
+    parser.add_argument(
+        "--viewer", default=DEFAULT_VERSION, help="viewer version (4.x: OHIF v2's @ohif/viewer)"
+    )
     args = parser.parse_args(argv)
     results = measure(args)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

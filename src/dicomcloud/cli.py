@@ -694,7 +694,11 @@ def viewer_install(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     version: Annotated[
-        str | None, typer.Option(help="@ohif/viewer version (viewer.version, 4.12.51).")
+        str | None,
+        typer.Option(
+            help="Viewer version (viewer.version): 3.x is OHIF 3 (@ohif/app, default "
+            "3.13.2), 4.x OHIF v2's standalone viewer (@ohif/viewer 4.12.51)."
+        ),
     ] = None,
     registry: Annotated[
         str | None, typer.Option(help="npm registry (viewer.registry, registry.npmjs.org).")
@@ -710,15 +714,27 @@ def viewer_install(
             "(a tenant's root, or another server's)."
         ),
     ] = "../dicom-web",
+    tenant: Annotated[
+        str | None,
+        typer.Option(help="Point the viewer at this tenant's /tenants/{tenant}/dicom-web."),
+    ] = None,
 ) -> None:
-    """Fetch @ohif/viewer from npm, verify its sha512, unpack it into viewer.dir
-    ({data_dir}/viewer) and point it at this server's DICOMweb root."""
+    """Fetch the OHIF viewer from npm (@ohif/app for OHIF 3, @ohif/viewer for v2),
+    verify its sha512, unpack it into viewer.dir ({data_dir}/viewer) and point it at
+    this server's DICOMweb root."""
     settings = _settings(
         config, data_dir=data_dir, viewer__version=version, viewer__registry=registry
     )
-    from dicomcloud.ui.viewer_bundle import install
+    from dicomcloud.config import TENANT_PATTERN
+    from dicomcloud.ui.viewer_bundle import install, package_of
 
+    if tenant is not None:
+        if not TENANT_PATTERN.match(tenant):
+            err_console.print(f"[bold red]error:[/] --tenant: {tenant!r} is not a tenant id")
+            raise typer.Exit(2)
+        dicomweb = f"../tenants/{tenant}/dicom-web"
     target = settings.viewer_dir
+    started = time.perf_counter()
     try:
         dist = install(
             target,
@@ -730,9 +746,12 @@ def viewer_install(
     except DicomCloudError as exc:
         err_console.print(f"[bold red]error:[/] {exc.reason}")
         raise typer.Exit(1) from exc
+    seconds = time.perf_counter() - started
+    size = sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
     console.print(
-        f"[green]OHIF viewer {dist.version} installed[/] in {target} "
-        f"(integrity {dist.integrity[:19]}...); served at /viewer/"
+        f"[green]OHIF viewer {dist.version} installed[/] ({package_of(dist.version)}) "
+        f"in {target} (integrity {dist.integrity[:19]}..., {size / 1e6:.0f} MB on disk, "
+        f"{seconds:.1f} s); served at /viewer/ for {dicomweb}"
     )
 
 

@@ -935,8 +935,9 @@ class ViewerSettings(_Section):
     dir: Path | None = None
     #: The npm registry the bundle is fetched from.
     registry: str = "https://registry.npmjs.org"
-    #: The ``@ohif/viewer`` version installed by default.
-    version: str = "4.12.51"
+    #: The viewer version installed by default: OHIF 3 (``@ohif/app`` 3.x); a 4.x
+    #: version installs OHIF v2's standalone viewer (``@ohif/viewer``, e.g. 4.12.51).
+    version: str = "3.13.2"
 
 
 class Settings(BaseSettings):

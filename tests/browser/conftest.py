@@ -1,8 +1,9 @@
 """Fixtures of the real-browser tier: Debian's ``chromium`` driven by Playwright.
 
 * ``site``: ``dicomcloud serve`` with the OHIF viewer installed (``dicomcloud viewer
-  install``, the tarball cached under ``~/.cache/dicomcloud`` so that only the first
-  run fetches it) and a small dataset stored over STOW-RS, shared by the session;
+  install``: OHIF 3, or the version in ``$DICOMCLOUD_TEST_VIEWER``, e.g. ``4.12.51`` for
+  OHIF v2; the tarball cached under ``~/.cache/dicomcloud`` so that only the first run
+  fetches it) and a small dataset stored over STOW-RS, shared by the session;
 * ``page``: a fresh browser page whose every response, failed request and console error
   is recorded; after the test its screenshot is kept under the artefacts directory
   (``$PYTEST_ARTIFACTS`` or ``tests/artifacts``) and the test fails if any request
@@ -10,7 +11,9 @@
   server.
 
 Playwright's own browser download is never used: ``executable_path`` is Debian's
-``/usr/bin/chromium`` (``scripts/bootstrap.sh test`` installs it).
+``/usr/bin/chromium`` (``scripts/bootstrap.sh test`` installs it).  OHIF 3 draws with
+WebGL 2 (cornerstone3D); headless Chromium on a machine without a GPU gets it from
+SwiftShader, ANGLE's CPU implementation, with :data:`CHROMIUM_ARGS`.
 """
 
 from __future__ import annotations
@@ -52,7 +55,25 @@ def charset_file(name: str) -> Path:
 DATASET = [sample_file("CT_small.dcm"), charset_file("chrGerm.dcm"), charset_file("chrFren.dcm")]
 
 
-INSTALL = [str(DICOMCLOUD), "viewer", "install"]
+#: The viewer version the browser tests install (empty: the default, OHIF 3).
+VIEWER_VERSION = os.environ.get("DICOMCLOUD_TEST_VIEWER", "")
+#: Whether that is OHIF v2 (``@ohif/viewer`` 4.x) rather than OHIF 3.
+OHIF2 = VIEWER_VERSION.startswith("4.")
+INSTALL = [str(DICOMCLOUD), "viewer", "install"] + (
+    ["--version", VIEWER_VERSION] if VIEWER_VERSION else []
+)
+#: --no-sandbox: the tests may run as root in a container.  WebGL 2 without a GPU:
+#: ANGLE on SwiftShader (Chromium only allows it with --enable-unsafe-swiftshader since
+#: it stopped falling back to it silently), the GPU blocklist ignored.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+]
+#: Run before every page's scripts: OHIF 3's first-visit tour (shepherd.js, over the
+#: viewport) counts as seen, as it would after a person's first visit.
+SEEN_TOUR = "try { localStorage.setItem('shownTours', '[\"basicViewerTour\"]') } catch (e) {}"
 
 
 @dataclass
@@ -99,10 +120,7 @@ def browser() -> Iterator[Browser]:
     this thread while it is open, which asyncio tests run after it must not see."""
     require(CHROMIUM.exists(), f"{CHROMIUM} is missing (scripts/bootstrap.sh test)")
     with sync_playwright() as playwright:
-        # --no-sandbox: the tests may run as root in a container.
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
@@ -120,6 +138,9 @@ class NetworkLog:
     problems: list[str] = field(default_factory=list)
     #: (status, URL path) answers a test expects (a refused upload's 409).
     expected: list[tuple[int, str]] = field(default_factory=list)
+    #: Path prefixes of this host whose requests a navigation may abort (the viewer's
+    #: own files, when it leaves for the identity provider while loading them).
+    abortable: tuple[str, ...] = ()
 
     def expect_status(self, status: int, path: str) -> None:
         self.expected.append((status, path))
@@ -139,8 +160,16 @@ class NetworkLog:
 
     def failed(self, url: str, failure: str | None) -> None:
         # A download read as a blob and revoked is no failure; anything else is.
-        if not url.startswith("blob:"):
-            self.problems.append(f"request failed: {url} ({failure})")
+        if url.startswith("blob:"):
+            return
+        parts = urlsplit(url)
+        if (
+            failure == "net::ERR_ABORTED"
+            and parts.netloc == self.host
+            and parts.path.startswith(self.abortable)
+        ):
+            return
+        self.problems.append(f"request failed: {url} ({failure})")
 
     def console(self, kind: str, text: str) -> None:
         if any(f"status of {status} " in text for status, _ in self.expected):
@@ -163,6 +192,7 @@ def page(
     context = browser.new_context(
         base_url=site.base_url, viewport={"width": 1280, "height": 800}, accept_downloads=True
     )
+    context.add_init_script(SEEN_TOUR)
     log = network
     context.on("request", lambda r: log.request(r.url))
     context.on("response", lambda r: log.response(r.status, r.request.method, r.url))

@@ -13,7 +13,7 @@ import pytest
 from conftest import ArchiveFactory
 from integration.node_oidc_provider import CLIENT_ID, NodeProvider, node_provider
 from integration.oidc_issuer import AUDIENCE, local_issuer
-from integration.test_ui_routes import fake_bundle
+from integration.test_ui_routes import fake_bundle, fake_ohif3
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -137,6 +137,34 @@ async def test_the_viewer_logs_in_with_the_same_client_using_pkce(
     assert client["redirect_uri"] == "/callback"  # under routerBasename: /viewer/callback
     assert client["scope"] == "openid dicom:read dicom:write"
     assert client["metadata"]["token_endpoint"].startswith(provider.url)
+
+
+async def test_ohif3_logs_in_with_the_same_client_using_pkce(
+    make_archive: ArchiveFactory, provider: NodeProvider
+) -> None:
+    local = await make_archive(
+        auth__mode="oidc",
+        auth__issuer=provider.url,
+        auth__audience=AUDIENCE,
+        auth__browser_client_id=CLIENT_ID,
+    )
+    fake_ohif3(local.data_dir / "viewer")
+
+    script = await local.client.get("/viewer/app-config.js")
+
+    assert script.status_code == 200
+    head, _, block = script.text.partition("window.config.oidc = [")
+    assert head.startswith("window.config = {};")
+    settings, _, logout = block.partition("];\n")
+    client = json.loads(settings)
+    assert client["authority"] == provider.url and client["client_id"] == CLIENT_ID
+    assert client["response_type"] == "code"  # oidc-client-ts: code flow with PKCE
+    assert client["redirect_uri"] == "/callback"
+    assert client["silent_redirect_uri"] == "/silent-refresh.html"
+    assert client["metadata"]["authorization_endpoint"].startswith(provider.url)
+    # Back to the study browser after logging out (not OHIF's own study route).
+    assert "post_logout_redirect_uri" not in client
+    assert logout.startswith("window.config.oidc[0].post_logout_redirect_uri = new URL('../ui/'")
 
 
 async def test_the_viewer_config_is_unchanged_without_authentication(

@@ -124,3 +124,59 @@ async def test_viewer_dir_is_configurable(make_archive: ArchiveFactory, tmp_path
 
     assert response.status_code == 200
     assert response.text == "<html>viewer page</html>"
+
+
+def fake_ohif3(directory: Path) -> None:
+    """The shape of an installed OHIF 3 tree (``@ohif/app``)."""
+    (directory / "assets").mkdir(parents=True)
+    (directory / "index.html").write_text("<html>ohif 3 page</html>")
+    (directory / "app.bundle.1234.js").write_text('__webpack_require__.p = "/viewer/";')
+    (directory / "app-config.js").write_text("window.config = {};")
+    (directory / "0ddf166f7a343eda.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (directory / "assets" / "favicon.ico").write_bytes(b"icon")
+    (directory / "silent-refresh.html").write_text("<html>silent</html>")
+    marker = {"package": "@ohif/app", "version": "3.13.2"}
+    (directory / MARKER).write_text(json.dumps(marker))
+
+
+async def test_ohif3_files_nested_files_and_routes_are_served(
+    make_archive: ArchiveFactory,
+) -> None:
+    local = await make_archive()
+    fake_ohif3(local.data_dir / "viewer")
+
+    script = await local.client.get("/viewer/app.bundle.1234.js")
+    wasm = await local.client.get("/viewer/0ddf166f7a343eda.wasm")
+    icon = await local.client.get("/viewer/assets/favicon.ico")
+    silent = await local.client.get("/viewer/silent-refresh.html")
+    routes = [await local.client.get(path) for path in ("/viewer", "/viewer/", "/viewer/callback")]
+    study = await local.client.get("/viewer/viewer?StudyInstanceUIDs=1.2.840.1")
+    missing = await local.client.get("/viewer/9999.bundle.abc.js")
+    traversal = await local.client.get("/viewer/assets/..%2F..%2F..%2Fetc%2Fpasswd")
+    status = (await local.client.get("/api/status")).json()
+
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+    assert icon.status_code == 200 and icon.content == b"icon"
+    assert silent.text == "<html>silent</html>"
+    assert silent.headers["cache-control"] == "no-cache"
+    for page in (*routes, study):
+        assert page.status_code == 200
+        assert page.text == "<html>ohif 3 page</html>"
+        assert page.headers["cache-control"] == "no-cache"
+    # A chunk that is not there is an error, not the application's page.
+    assert missing.status_code == 404
+    assert traversal.status_code in (200, 404) and "root:" not in traversal.text
+    assert status["viewer"] == {"installed": True, "version": "3.13.2"}
+
+
+async def test_ohif3_takes_the_ohif_v2_study_route_to_its_own(
+    make_archive: ArchiveFactory,
+) -> None:
+    local = await make_archive()
+    fake_ohif3(local.data_dir / "viewer")
+
+    response = await local.client.get("/viewer/viewer/1.2.840.1")
+
+    assert response.status_code == 302
+    assert response.headers["location"] == "../viewer?StudyInstanceUIDs=1.2.840.1"

@@ -1,4 +1,10 @@
-"""``dicomcloud viewer install``: the prebuilt OHIF standalone viewer from the npm registry.
+"""``dicomcloud viewer install``: a prebuilt OHIF viewer from the npm registry.
+
+Two packages are known, chosen by the version asked for:
+
+* ``@ohif/app`` 3.x (OHIF 3, the default, :mod:`dicomcloud.ui.ohif3`): the prebuilt
+  ``dist/`` of the current viewer, relocated under ``/viewer/``;
+* ``@ohif/viewer`` 4.x (OHIF v2, ``--version 4.12.51``), described below.
 
 The npm package ``@ohif/viewer`` (OHIF v2, 4.x releases) ships ``dist/index.html``,
 ``dist/index.umd.js`` and ``dist/app-config.js``: a complete viewer that needs no build.
@@ -26,9 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicomcloud.errors import ConfigurationError
+from dicomcloud.ui import ohif3
 
+#: OHIF v2's standalone viewer (the 4.x versions of ``@ohif/viewer``).
 PACKAGE = "@ohif/viewer"
-DEFAULT_VERSION = "4.12.51"
+OHIF2_VERSION = "4.12.51"
+#: The version installed when none is asked for: OHIF 3 (``@ohif/app``).
+DEFAULT_VERSION = ohif3.DEFAULT_VERSION
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 #: Files of ``package/dist`` the viewer consists of.
 BUNDLE_FILES = ("index.html", "index.umd.js", "app-config.js")
@@ -60,9 +70,15 @@ def _get(url: str) -> bytes:
         raise ViewerInstallError(f"cannot fetch {url}: {exc}") from exc
 
 
+def package_of(version: str) -> str:
+    """The npm package a viewer version is published as: ``@ohif/viewer`` for OHIF v2's
+    4.x releases, ``@ohif/app`` for OHIF 3 (3.x)."""
+    return PACKAGE if version.split(".", 1)[0] == "4" else ohif3.PACKAGE
+
+
 def distribution(registry: str, version: str) -> Distribution:
-    """The registry's ``dist`` record of ``@ohif/viewer@version``."""
-    name = urllib.parse.quote(PACKAGE, safe="@")  # npm wants @scope%2fname
+    """The registry's ``dist`` record of the viewer package of ``version``."""
+    name = urllib.parse.quote(package_of(version), safe="@")  # npm wants @scope%2fname
     url = f"{registry.rstrip('/')}/{name}/{urllib.parse.quote(version)}"
     try:
         document = json.loads(_get(url))
@@ -90,7 +106,8 @@ def check_integrity(data: bytes, integrity: str) -> None:
 
 def fetch_tarball(dist: Distribution, cache_dir: Path | None) -> bytes:
     """The verified tarball, from ``cache_dir`` when a verified copy is there."""
-    cached = cache_dir / f"ohif-viewer-{dist.version}.tgz" if cache_dir else None
+    stem = package_of(dist.version).replace("@", "").replace("/", "-")
+    cached = cache_dir / f"{stem}-{dist.version}.tgz" if cache_dir else None
     if cached is not None and cached.is_file():
         data = cached.read_bytes()
         try:
@@ -108,25 +125,32 @@ def fetch_tarball(dist: Distribution, cache_dir: Path | None) -> bytes:
     return data
 
 
-def unpack(data: bytes, target: Path) -> None:
-    """Extract ``package/dist/*`` of the tarball into ``target`` (replacing it)."""
+def unpack(data: bytes, target: Path, package: str = PACKAGE) -> None:
+    """Extract ``package/dist/*`` of the tarball into ``target`` (replacing it): the
+    top-level files for OHIF v2, the whole tree but :data:`ohif3.SKIPPED` for OHIF 3."""
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    tree = package == ohif3.PACKAGE
+    required = ohif3.REQUIRED if tree else BUNDLE_FILES
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
             for member in archive.getmembers():
                 name = member.name.removeprefix("package/dist/")
-                if name == member.name or not member.isfile() or "/" in name:
+                if name == member.name or not member.isfile():
+                    continue
+                if not (ohif3.wanted(name) if tree else "/" not in name):
                     continue
                 source = archive.extractfile(member)
                 if source is None or name.startswith("."):
                     continue
-                (staging / name).write_bytes(source.read())
+                destination = staging / name
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(source.read())
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ViewerInstallError(f"cannot unpack the viewer tarball: {exc}") from exc
-    missing = [name for name in BUNDLE_FILES if not (staging / name).is_file()]
+    missing = [name for name in required if not (staging / name).is_file()]
     if missing:
         shutil.rmtree(staging, ignore_errors=True)
         raise ViewerInstallError(f"the tarball has no package/dist/{', '.join(missing)}")
@@ -189,9 +213,23 @@ def index_html(shipped: str, mount: str) -> str:
     return page
 
 
-def configure(target: Path, *, mount: str, dicomweb: str, name: str = "dicomcloud") -> None:
-    """Rewrite the shipped ``app-config.js`` and ``index.html`` of ``target`` in place
-    (from the pristine copies kept as ``*.orig``, so it may run again)."""
+def configure(
+    target: Path,
+    *,
+    mount: str,
+    dicomweb: str,
+    name: str = "dicomcloud",
+    package: str | None = None,
+) -> None:
+    """Point the viewer in ``target`` at ``dicomweb``.  OHIF 3: write ``app-config.js``
+    (its pages and bundles were relocated once at install).  OHIF v2: rewrite the
+    shipped ``app-config.js`` and ``index.html`` in place (from the pristine copies
+    kept as ``*.orig``, so it may run again).  ``package`` defaults to the installed
+    one's."""
+    if (package or installed_package(target)) == ohif3.PACKAGE:
+        config = ohif3.app_config(mount, dicomweb, name)
+        (target / "app-config.js").write_text(config, encoding="utf-8")
+        return
     for file_name in ("app-config.js", "index.html"):
         path = target / file_name
         original = target / f"{file_name}.orig"
@@ -205,11 +243,25 @@ def configure(target: Path, *, mount: str, dicomweb: str, name: str = "dicomclou
         path.write_text(rewritten, encoding="utf-8")
 
 
-def precompress(path: Path) -> None:
+def precompress(path: Path, level: int = 9) -> None:
     """Keep ``path.gz`` next to ``path`` (the 12 MB bundle is about 3 MB gzipped) for
     clients that accept gzip."""
-    with path.open("rb") as source, gzip.open(path.with_name(path.name + ".gz"), "wb") as out:
+    compressed = path.with_name(path.name + ".gz")
+    with path.open("rb") as source, gzip.open(compressed, "wb", compresslevel=level) as out:
         shutil.copyfileobj(source, out)
+
+
+def precompress_tree(target: Path) -> None:
+    """Precompress OHIF 3's scripts, stylesheets and WebAssembly (gzip level 6: the
+    tree is about 200 MB; level 9 costs much more time for little)."""
+    for path in target.rglob("*"):
+        if (
+            path.is_file()
+            and path.suffix in ohif3.COMPRESSIBLE
+            and path.name != "app-config.js"
+            and path.stat().st_size > ohif3.COMPRESS_MIN_BYTES
+        ):
+            precompress(path, level=6)
 
 
 def install(
@@ -221,20 +273,42 @@ def install(
     mount: str = "/viewer",
     dicomweb: str = "../dicom-web",
 ) -> Distribution:
-    """Fetch, verify, unpack and configure ``@ohif/viewer@version`` into ``target``."""
+    """Fetch, verify, unpack and configure the viewer of ``version`` into ``target``."""
+    package = package_of(version)
     dist = distribution(registry, version)
-    unpack(fetch_tarball(dist, cache_dir), target)
-    configure(target, mount=mount, dicomweb=dicomweb)
-    precompress(target / "index.umd.js")
-    marker = {"package": PACKAGE, "version": dist.version, "integrity": dist.integrity}
+    unpack(fetch_tarball(dist, cache_dir), target, package)
+    if package == ohif3.PACKAGE:
+        try:
+            ohif3.relocate(target, mount)
+        except (ConfigurationError, OSError, UnicodeDecodeError) as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise ViewerInstallError(f"cannot relocate OHIF under {mount}/: {exc}") from exc
+        configure(target, mount=mount, dicomweb=dicomweb, package=package)
+        precompress_tree(target)
+    else:
+        configure(target, mount=mount, dicomweb=dicomweb, package=package)
+        precompress(target / "index.umd.js")
+    marker = {"package": package, "version": dist.version, "integrity": dist.integrity}
     (target / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     return dist
 
 
-def installed_version(target: Path) -> str | None:
-    """The installed viewer's version, or None when none is installed."""
+def _marker(target: Path) -> dict[str, str] | None:
     try:
         marker = json.loads((target / MARKER).read_text(encoding="utf-8"))
-        return str(marker["version"])
+        # Markers written before OHIF 3 was supported name no package: OHIF v2's.
+        return {"version": str(marker["version"]), "package": str(marker.get("package", PACKAGE))}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def installed_version(target: Path) -> str | None:
+    """The installed viewer's version, or None when none is installed."""
+    marker = _marker(target)
+    return marker["version"] if marker else None
+
+
+def installed_package(target: Path) -> str | None:
+    """The installed viewer's npm package (``@ohif/app`` or ``@ohif/viewer``), or None."""
+    marker = _marker(target)
+    return marker["package"] if marker else None
