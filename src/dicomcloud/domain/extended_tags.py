@@ -19,6 +19,10 @@ Supported VRs: those whose values compare as text (AE, AS, CS, DA, DT, LO, PN, S
 UI), the integers IS, US, SS, SL, UL, SV and UV, and the decimals DS, FD and FL (kept in
 the form ``decimal_key`` gives, so that ``1.50`` matches ``1.5``).  Numbers take single
 value matching only (PS3.4 C.2.2.2.4).
+
+A PN value is also kept folded (``folded_value``: case, accents and width, as the
+``*_fuzzy`` copies of PatientName and ReferringPhysicianName), so that ``fuzzymatching``
+(PS3.4 C.2.2.2.6, PS3.18 8.3.4.5) matches it as it matches PatientName.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from dicomcloud.domain.dates import parse_da, parse_dt, parse_tm
+from dicomcloud.domain.patterns import fold
 from dicomcloud.domain.query import DECIMAL_VRS, INT64, INTEGER_VRS, QueryLevel, decimal_key
 from dicomcloud.domain.records import ExtractedInstance
 from dicomcloud.domain.values import InvalidValue
@@ -39,6 +44,8 @@ __all__ = [
     "ExtendedTag",
     "ExtendedValue",
     "extended_values",
+    "folded_value",
+    "person_name_keys",
     "replacements",
     "searchable_at",
 ]
@@ -51,6 +58,9 @@ SUPPORTED_VRS: Final = frozenset(
 )
 #: Longest value kept; longer ones are not indexed (the VRs above stay well below).
 MAX_VALUE_LENGTH: Final = 256
+#: Longest folded PN value kept (folding may double a character, as for
+#: ``dicomcloud.domain.records.FOLDED_PN_LENGTH``).
+FOLDED_VALUE_LENGTH: Final = 2 * MAX_VALUE_LENGTH
 _NORMALISERS = {"DA": parse_da, "TM": parse_tm, "DT": parse_dt}
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 _QUERY_LEVEL_RANK = {
@@ -106,6 +116,17 @@ def searchable_at(tags: Iterable[ExtendedTag], level: QueryLevel) -> list[Extend
     """The tags that are matching keys at ``level``: those of the level and above."""
     rank = _QUERY_LEVEL_RANK[level]
     return [t for t in tags if 0 <= EXTENDED_LEVELS.index(t.level) <= rank]
+
+
+def person_name_keys(tags: Iterable[ExtendedTag]) -> frozenset[str]:
+    """The keys of the PN-valued tags: their values are also stored folded."""
+    return frozenset(t.key for t in tags if t.vr == "PN")
+
+
+def folded_value(value: str) -> str:
+    """The fuzzy-matching form of a stored PN value (PS3.4 C.2.2.2.6:
+    ``dicomcloud.domain.patterns.fold``, as ``dicomcloud.domain.records.folded_name``)."""
+    return fold(value)[:FOLDED_VALUE_LENGTH]
 
 
 def _in_sequences(tag: ExtendedTag, found: dict[str, Any]) -> list[Any]:

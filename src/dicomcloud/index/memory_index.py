@@ -484,7 +484,7 @@ class MemoryIndex:
         for node in query.matches:
             tag = extended.get(node.keyword)
             if tag is not None:
-                if not self._extended_matches(node, tag, records):
+                if not self._extended_matches(node, tag, records, fuzzy=query.fuzzy):
                     return False
                 continue
             if node.keyword == MODALITIES_IN_STUDY and query.level is QueryLevel.STUDY:
@@ -515,15 +515,18 @@ class MemoryIndex:
                 return False
         return True
 
-    def _extended_matches(self, node: Match, tag: ExtendedTag, records: Mapping[str, Any]) -> bool:
+    def _extended_matches(
+        self, node: Match, tag: ExtendedTag, records: Mapping[str, Any], *, fuzzy: bool
+    ) -> bool:
         """Whether one value of an extended query tag, in the record of its level,
-        satisfies ``node`` (``query_compiler``: an EXISTS on ``extended_tag_value``)."""
+        satisfies ``node`` (``query_compiler``: an EXISTS on ``extended_tag_value``);
+        ``fuzzy`` folds PN values as for PatientName (PS3.4 C.2.2.2.6)."""
         if isinstance(node, Universal):
             return True
         record = records[tag.level]
         uid = getattr(record, _LEVEL_UID[tag.level])
         values = self._extended.get((record.tenant_id, tag.level, uid, tag.key), ())
-        return any(matches(node, value, tag.vr, fuzzy=False) for value in values)
+        return any(matches(node, value, tag.vr, fuzzy=fuzzy) for value in values)
 
     @staticmethod
     def _value(query: Query, records: Mapping[str, Any], keyword: str) -> Any:

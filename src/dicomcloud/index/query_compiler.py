@@ -157,12 +157,16 @@ _LEVEL_UID = {
 }
 
 
-def extended_condition(node: Match, tag: ExtendedTag, dialect: str) -> ColumnElement[bool] | None:
+def extended_condition(
+    node: Match, tag: ExtendedTag, dialect: str, *, fuzzy: bool = False
+) -> ColumnElement[bool] | None:
     """An extended query tag as a matching key: some value of it, in the record of its
-    level, satisfies ``node`` (an EXISTS on ``extended_tag_value``)."""
+    level, satisfies ``node`` (an EXISTS on ``extended_tag_value``); a PN tag matches
+    its folded copy ``value_folded`` when ``fuzzy`` (PS3.4 C.2.2.2.6)."""
     values = schema.extended_tag_value
     column = values.c.value_number if tag.vr in INTEGER_VRS else values.c.value_string
-    condition = match_condition(node, column, tag.vr, dialect=dialect, fuzzy=False)
+    folded = values.c.value_folded if tag.vr == PN else None
+    condition = match_condition(node, column, tag.vr, dialect=dialect, fuzzy=fuzzy, folded=folded)
     if condition is None:
         return None
     owner = TABLES[tag.level]
@@ -192,7 +196,7 @@ def query_conditions(query: Query, dialect: str) -> Sequence[ColumnElement[bool]
     for node in query.matches:
         tag = extended.get(node.keyword)
         if tag is not None:
-            condition = extended_condition(node, tag, dialect)
+            condition = extended_condition(node, tag, dialect, fuzzy=query.fuzzy)
             if condition is not None:
                 conditions.append(condition)
             continue

@@ -37,6 +37,8 @@ FOLDED_PN = 2 * PN
 MULTI = 1024
 #: an extended query tag value (``dicomcloud.domain.extended_tags.MAX_VALUE_LENGTH``)
 EXTENDED_VALUE = 256
+#: its folded copy when a PN (``dicomcloud.domain.extended_tags.FOLDED_VALUE_LENGTH``)
+FOLDED_EXTENDED_VALUE = 2 * EXTENDED_VALUE
 #: BlobStore keys are built from tenant and UIDs
 BLOB_KEY = 512
 
@@ -211,7 +213,8 @@ instance = sa.Table(
 
 #: Values of the extended query tags a tenant configured
 #: (``dicomcloud.domain.extended_tags``): one row per value of a tag in the record of
-#: its level (``uid`` is that level's UID); integers are also kept as numbers.
+#: its level (``uid`` is that level's UID); integers are also kept as numbers, person
+#: names (PN) also folded for fuzzy matching (``value_folded``, NULL for other VRs).
 extended_tag_value = sa.Table(
     "extended_tag_value",
     metadata,
@@ -221,6 +224,7 @@ extended_tag_value = sa.Table(
     sa.Column("tag", sa.String(LO), nullable=False),
     sa.Column("value_string", sa.String(EXTENDED_VALUE), nullable=False),
     sa.Column("value_number", sa.BigInteger(), nullable=True),
+    sa.Column("value_folded", sa.String(FOLDED_EXTENDED_VALUE), nullable=True),
     sa.PrimaryKeyConstraint("tenant_id", "level", "uid", "tag", "value_string"),
     sa.Index(None, "tenant_id", "tag", "value_string"),
     sa.Index(None, "tenant_id", "tag", "value_number"),

@@ -22,7 +22,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomcloud.domain.events import INSTANCE_DELETED, INSTANCE_STORED, StoredEvent, deleted_events
-from dicomcloud.domain.extended_tags import ExtendedTag, Replacements, replacements
+from dicomcloud.domain.extended_tags import (
+    ExtendedTag,
+    Replacements,
+    folded_value,
+    person_name_keys,
+    replacements,
+)
 from dicomcloud.domain.query import Query, QueryLevel
 from dicomcloud.domain.records import (
     DuplicatePolicy,
@@ -140,6 +146,7 @@ class SqlIndex:
         (``dicomcloud.domain.extended_tags``)."""
         self._engine = engine
         self._extended_tags = tuple(extended_tags)
+        self._person_names = person_name_keys(self._extended_tags)
         self._runner = unit_of_work.runner_for(engine)
         self._dialect = engine.dialect.name
         self._upserts = {
@@ -214,7 +221,7 @@ class SqlIndex:
         self._upsert_levels(conn, effective, now)
         self._check_series_parents(conn, effective)
         # After the upserts: the level rows are locked, concurrent batches wait here.
-        _write_extended(conn, replacements(self._extended_tags, effective))
+        _write_extended(conn, replacements(self._extended_tags, effective), self._person_names)
 
         if new_rows:
             rows = [{**row, "created_at": now, "updated_at": now} for row in new_rows.values()]
@@ -480,7 +487,7 @@ class SqlIndex:
         def work(conn: Connection) -> None:
             for statement, params in statements:
                 conn.execute(statement, params)
-            _write_extended(conn, extended)
+            _write_extended(conn, extended, self._person_names)
 
         await self._runner.run(work, write=True, what=f"reindexing {len(extracted)} instance(s)")
 
@@ -677,8 +684,9 @@ class SqlIndex:
 _Computed = tuple[int, int, set[str], set[str]]
 
 
-def _write_extended(conn: Connection, found: Replacements) -> None:
-    """Replace the stored values of extended query tags (one row per value)."""
+def _write_extended(conn: Connection, found: Replacements, person_names: frozenset[str]) -> None:
+    """Replace the stored values of extended query tags (one row per value); the values
+    of the tags in ``person_names`` (PN) are also stored folded for fuzzy matching."""
     if not found:
         return
     table = schema.extended_tag_value
@@ -693,6 +701,7 @@ def _write_extended(conn: Connection, found: Replacements) -> None:
             **dict(zip(keys, key, strict=True)),
             "value_string": str(value),
             "value_number": value if isinstance(value, int) else None,
+            "value_folded": folded_value(str(value)) if key[3] in person_names else None,
         }
         for key in ordered_keys
         for value in found[key]
