@@ -312,7 +312,7 @@ async def _reindex(settings: Settings, batch: int) -> tuple[int, list[tuple[str,
     from dicomcloud.services.reindex import reindex as run_reindex
 
     engine = create_engine_for(settings.index_url, pool_size=settings.index.pool_size)
-    await migrate_engine(engine)  # the columns to fill come with migrations 0002 and 0004
+    await migrate_engine(engine)  # the columns to fill: migrations 0002, 0004, 0008
     index = SqlIndex(engine, settings.search.extended_tags())
     blobs = open_blobs(settings, settings.storage_url, fsync=False)
     try:

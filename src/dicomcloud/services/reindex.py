@@ -4,8 +4,9 @@ Migration 0002 added columns that ingest now writes (each level's attributes as 
 JSON for QIDO-RS ``includefield``, folded person names for ``fuzzymatching``); rows
 stored before it, or bulk-loaded without them, have them empty.  Reindexing reads each
 stored file again, extracts the records as ingest does and rewrites only those derived
-columns, in batches, in ``(tenant, SOP Instance UID)`` order.  No event is published
-and no searchable attribute changes.
+columns and the extended query tag values (with the folded copies of PN values that
+migration 0008 added), in batches, in ``(tenant, SOP Instance UID)`` order.  No event
+is published and no searchable attribute changes.
 """
 
 from __future__ import annotations
