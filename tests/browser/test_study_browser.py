@@ -248,3 +248,94 @@ def stored_bytes(site: Site, path: Path) -> bytes:
     assert response.status_code == 200, response.text
     (part,) = split_multipart(response.content, response.headers["content-type"])
     return part.data
+
+
+def store_ct_copies(
+    site: Site, patient_id: str, series_per_study: list[int]
+) -> list[pydicom.Dataset]:
+    """Store copies of the CT under new UIDs: one study per entry of
+    ``series_per_study``, with that many series (one instance each)."""
+    stored = []
+    for count in series_per_study:
+        study = generate_uid()
+        for _ in range(count):
+            ds = pydicom.dcmread(CT)
+            ds.PatientID = patient_id
+            ds.StudyInstanceUID = study
+            ds.SeriesInstanceUID = generate_uid()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            stored.append(ds)
+    parts = []
+    for ds in stored:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        parts.append(buffer.getvalue())
+    body, content_type = multipart_related(parts)
+    answer = httpx.post(
+        f"{site.base_url}/dicom-web/studies",
+        content=body,
+        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    return stored
+
+
+def qido(site: Site, path: str, **params: str) -> list[str]:
+    """The UIDs (StudyInstanceUID, or SeriesInstanceUID under a study) QIDO-RS finds."""
+    answer = httpx.get(f"{site.base_url}/dicom-web{path}", params=params, timeout=60)
+    assert answer.status_code in (200, 204), answer.text
+    tag = "0020000E" if "/series" in path else "0020000D"
+    return sorted(item[tag]["Value"][0] for item in (answer.json() if answer.content else []))
+
+
+def focused(page: Page) -> str:
+    return str(page.evaluate("document.activeElement && document.activeElement.id"))
+
+
+def test_delete_a_study_after_confirming(page: Page, site: Site) -> None:
+    """Two studies; Cancel keeps both; confirming deletes one: the list shows only the
+    other, and QIDO-RS agrees."""
+    first, second = store_ct_copies(site, "DEL-STUDY", [1, 1])
+    open_browser(page)
+    search(page, PatientID="DEL-STUDY")
+    rows = page.locator("#studies tbody tr[data-study]")
+    expect(rows).to_have_count(2)
+    row = page.locator(f'#studies tr[data-study="{first.StudyInstanceUID}"]')
+    button = row.get_by_role("button", name=re.compile(r"^Delete study of "))
+    dialog = page.locator("#confirm-delete")
+
+    button.click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("1 image")
+    assert focused(page) == "confirm-delete-cancel"
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(rows).to_have_count(2)
+    assert page.evaluate("document.activeElement.dataset.action") == "delete-study"
+
+    button.click()
+    page.click("#confirm-delete-ok")
+    expect(page.locator("#notice")).to_have_text("Study of CompressedSamples^CT1 deleted.")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-study") == second.StudyInstanceUID
+    assert qido(site, "/studies", PatientID="DEL-STUDY") == [second.StudyInstanceUID]
+    assert focused(page) == "notice"
+
+
+def test_delete_one_series_of_a_study(page: Page, site: Site) -> None:
+    (kept, gone) = store_ct_copies(site, "DEL-SERIES", [2])
+    study = kept.StudyInstanceUID
+    open_browser(page)
+    search(page, PatientID="DEL-SERIES")
+    assert wait_for_thumbnails(page, study) == 2
+    figure = page.locator(f'#studies figure[data-series="{gone.SeriesInstanceUID}"]')
+
+    figure.get_by_role("button", name=re.compile(r"^Delete series ")).click()
+    expect(page.locator("#confirm-delete")).to_contain_text("Series CT")
+    page.click("#confirm-delete-ok")
+
+    expect(page.locator("#notice")).to_contain_text("deleted.")
+    assert wait_for_thumbnails(page, study) == 1
+    assert page.locator(f'#studies figure[data-series="{kept.SeriesInstanceUID}"]').count() == 1
+    assert qido(site, f"/studies/{study}/series") == [kept.SeriesInstanceUID]
