@@ -14,12 +14,13 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 from pydicom.uid import generate_uid
 
+from conftest import running_server
 from integration.support import AS_STORED, multipart_related, split_multipart
 
-from .conftest import DATASET, NetworkLog, Site, sample_file
+from .conftest import DATASET, WAIT_MS, NetworkLog, Site, sample_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -339,3 +340,29 @@ def test_delete_one_series_of_a_study(page: Page, site: Site) -> None:
     assert wait_for_thumbnails(page, study) == 1
     assert page.locator(f'#studies figure[data-series="{kept.SeriesInstanceUID}"]').count() == 1
     assert qido(site, f"/studies/{study}/series") == [kept.SeriesInstanceUID]
+
+
+def test_no_delete_buttons_when_the_archive_never_deletes(browser: Browser, tmp_path: Path) -> None:
+    """With ``[retention] allow_delete = false`` (DELETE answers 405) the page offers
+    no Delete, for studies nor series."""
+    env = {"DICOMCLOUD_RETENTION__ALLOW_DELETE": "false"}
+    with running_server(tmp_path / "data", env) as server:
+        site = Site(server.base_url, tmp_path / "data")
+        (ds,) = store_ct_copies(site, "NO-DELETE", [1])
+        network = NetworkLog(site.host)
+        context = browser.new_context(base_url=site.base_url)
+        context.on("response", lambda r: network.response(r.status, r.request.method, r.url))
+        context.on("requestfailed", lambda r: network.failed(r.url, r.failure))
+        try:
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            open_browser(page)
+            search(page, PatientID="NO-DELETE")
+            assert wait_for_thumbnails(page, ds.StudyInstanceUID) == 1
+            row = page.locator(f'#studies tr[data-study="{ds.StudyInstanceUID}"]')
+            expect(row.get_by_role("button", name="Download")).to_be_visible()
+            assert row.get_by_role("button", name=re.compile("^Delete")).count() == 0
+            page.wait_for_selector("body[data-pending='0']", state="attached")
+        finally:
+            context.close()
+        assert not network.problems, "\n".join(network.problems)
