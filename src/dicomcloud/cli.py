@@ -907,6 +907,7 @@ async def _storage_gc(
     confirm: bool,
 ) -> list[GcSummary] | None:
     from dicomcloud.app import Archive
+    from dicomcloud.config import redact_url
     from dicomcloud.index.sql_index import SqlIndex
     from dicomcloud.services.storage_gc import StorageCollector
 
@@ -930,6 +931,21 @@ async def _storage_gc(
         ]
         found = [await c.collect(tenant_id, dry_run=True) for c in collectors]
         orphans = [o for summary in found for o in summary.orphans]
+        index = archive.index
+        if (
+            orphans
+            and not dry_run
+            and isinstance(index, SqlIndex)
+            and await index.count_all_instances() == 0
+        ):
+            # Most likely the wrong index (another --config, a new empty database):
+            # every file would look like an orphan.
+            raise ConfigurationError(
+                f"the index ({redact_url(settings.index_url)}) holds no instance at all, "
+                f"yet the storage holds {len(orphans)} file(s): is this the right "
+                "configuration? Nothing was removed (remove the files by hand if the "
+                "archive really is empty)"
+            )
         if dry_run or not orphans:
             for orphan in orphans[:1000]:
                 console.print(f"{orphan.kind.value}\t{orphan.size}\t{orphan.key}")

@@ -218,3 +218,22 @@ def test_cli_storage_gc(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert not orphan_path.exists()
     assert {p for p in (data / "blobs").rglob("*.dcm")} == stored - {orphan_path}
+
+
+def test_cli_storage_gc_refuses_with_an_empty_index(tmp_path: Path) -> None:
+    """Files but no instance in the index: most likely the wrong configuration, so
+    nothing is removed (a dry run still lists them)."""
+    data = tmp_path / "data"
+    lone = _instance(generate_uid(), generate_uid())
+    path = data / "blobs" / instance_key("default", lone.study, lone.series, lone.sop)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(lone.data)
+    _age_files(data / "blobs", 2 * HOUR)
+
+    dry = run("storage", "gc", "--dry-run", "--data-dir", str(data), cwd=tmp_path)
+    refused = run("storage", "gc", "--yes", "--data-dir", str(data), cwd=tmp_path)
+
+    assert dry.returncode == 0 and lone.sop in dry.stdout
+    assert refused.returncode == 1
+    assert "holds no instance at all" in refused.stderr
+    assert path.read_bytes() == lone.data
