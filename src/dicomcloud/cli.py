@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dicomcloud.ports import DeleteRequest
     from dicomcloud.security.api_keys import ApiKeyStore
     from dicomcloud.services.deletion import DeleteSummary
+    from dicomcloud.services.storage_gc import GcSummary
     from dicomcloud.storage.rotation import RotationSummary
 
 T = TypeVar("T")
@@ -770,7 +771,9 @@ def _main(
     """dicomcloud: receive, keep, search and serve medical images."""
 
 
-storage_app = typer.Typer(help="Stored objects: encryption keys.", no_args_is_help=True)
+storage_app = typer.Typer(
+    help="Stored objects: encryption keys, garbage collection.", no_args_is_help=True
+)
 app.add_typer(storage_app, name="storage")
 
 
@@ -832,6 +835,131 @@ async def _rotate(settings: Settings) -> RotationSummary:
         total.current += summary.current
         total.failures += summary.failures
     return total
+
+
+@storage_app.command("gc")
+def storage_gc(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant (default: all).")] = None,
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            min=0,
+            help="Grace period in seconds: files written more recently are kept (a store "
+            "in progress may still commit them).",
+        ),
+    ] = 3600.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the orphans, remove nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Remove stored files that no index row references (left by a deletion whose file
+    removals failed, or by an interrupted store) and metadata of series gone from the
+    index, once older than --older-than seconds."""
+    from dicomcloud.domain.values import InvalidValue, parse_tenant_id
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    try:
+        tenant_id = parse_tenant_id(tenant) if tenant is not None else None
+    except InvalidValue as exc:
+        err_console.print(f"[bold red]error:[/] --tenant: {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        summaries = asyncio.run(
+            _storage_gc(settings, tenant_id, older_than, dry_run=dry_run, confirm=not yes)
+        )
+    except DicomCloudError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.reason}")
+        raise typer.Exit(1) from exc
+    if summaries is None:
+        raise typer.Exit(1)
+    table = Table(title="storage gc" + (" (dry run: nothing removed)" if dry_run else ""))
+    for column in ("store", "scanned", "orphans", "bytes", "removed", "failed", "kept (young)"):
+        table.add_column(column, justify="left" if column == "store" else "right")
+    for summary in summaries:
+        table.add_row(
+            summary.store,
+            str(summary.scanned),
+            str(len(summary.orphans)),
+            str(summary.found_bytes),
+            str(summary.removed),
+            str(len(summary.failed)),
+            str(summary.young),
+        )
+    console.print(table)
+    failed = [key for summary in summaries for key in summary.failed]
+    for key in failed[:200]:
+        err_console.print(f"[bold red]not removed:[/] {key}")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _storage_gc(
+    settings: Settings,
+    tenant_id: str | None,
+    older_than: float,
+    *,
+    dry_run: bool,
+    confirm: bool,
+) -> list[GcSummary] | None:
+    from dicomcloud.app import Archive
+    from dicomcloud.config import redact_url
+    from dicomcloud.index.sql_index import SqlIndex
+    from dicomcloud.services.storage_gc import StorageCollector
+
+    archive = await Archive.open(settings)
+    try:
+        collectors = [
+            StorageCollector(
+                archive.index,
+                archive.blobs,
+                name="instances",
+                copies_in_index=isinstance(archive.index, SqlIndex),
+                older_than=older_than,
+            ),
+            StorageCollector(
+                archive.index,
+                archive.metadata.store,
+                name="metadata",
+                metadata=True,
+                older_than=older_than,
+            ),
+        ]
+        found = [await c.collect(tenant_id, dry_run=True) for c in collectors]
+        orphans = [o for summary in found for o in summary.orphans]
+        index = archive.index
+        if (
+            orphans
+            and not dry_run
+            and isinstance(index, SqlIndex)
+            and await index.count_all_instances() == 0
+        ):
+            # Most likely the wrong index (another --config, a new empty database):
+            # every file would look like an orphan.
+            raise ConfigurationError(
+                f"the index ({redact_url(settings.index_url)}) holds no instance at all, "
+                f"yet the storage holds {len(orphans)} file(s): is this the right "
+                "configuration? Nothing was removed (remove the files by hand if the "
+                "archive really is empty)"
+            )
+        if dry_run or not orphans:
+            for orphan in orphans[:1000]:
+                console.print(f"{orphan.kind.value}\t{orphan.size}\t{orphan.key}")
+            return found
+        if confirm:
+            size = sum(o.size for o in orphans)
+            question = f"Remove {len(orphans)} unreferenced file(s), {size} bytes, for good?"
+            if not await asyncio.to_thread(typer.confirm, question):
+                err_console.print("aborted")
+                return None
+        # Scanned again: each object is checked against the index right before removal.
+        return [await c.collect(tenant_id) for c in collectors]
+    finally:
+        await archive.stop()
 
 
 def main() -> None:

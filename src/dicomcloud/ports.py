@@ -123,6 +123,15 @@ class Index(Protocol):
         """How many studies, series and instances ``tenant_id`` has."""
         ...
 
+    async def series_blob_keys(
+        self, tenant_id: str, series_instance_uids: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """For each of these series that holds instances: the blob keys its instances
+        are stored under, and (SQL index) those of their viewer-ready copies.  One
+        statement per table whatever the number of series (storage garbage collection
+        asks in batches: is this key still referenced?)."""
+        ...
+
     async def search_patients(self, tenant_id: str, query: Query) -> list[PatientResult]:
         """The tenant's patients matching a PATIENT-level ``query`` (PS3.4 C.6.1.1.2),
         with NumberOfPatientRelatedStudies, -Series and -Instances.
@@ -186,6 +195,16 @@ class Index(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One object found by ``BlobStore.list_objects``."""
+
+    key: str
+    size: int
+    #: When it was last written, in seconds since the epoch (UTC).
+    modified: float
+
+
 class BlobStore(Protocol):
     """Durable storage of Part-10 files by key."""
 
@@ -221,6 +240,12 @@ class BlobStore(Protocol):
         ...
 
     async def exists(self, key: str) -> bool: ...
+
+    def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """Every stored object whose key starts with ``prefix`` (temporary files of
+        writes in progress excluded), in no particular order: what ``dicomcloud storage
+        gc`` compares with the index."""
+        ...
 
     async def ping(self) -> None:
         """Raise ``StorageUnavailable`` unless the store is writable."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -293,6 +294,38 @@ def test_the_study_browser_logs_in_and_sends_the_token(
     page.wait_for_url(f"{secured.provider.url}/interaction/**")
     expect(page.locator("input[name=login]")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('dicomcloud.token')") is None
+
+
+def test_delete_without_the_delete_permission_is_refused_with_a_clear_message(
+    page: Page, secured: SecuredSite, network: NetworkLog, traffic: Traffic
+) -> None:
+    """The browser asks for dicom:read and dicom:write only (auth.browser_scopes): the
+    DELETE carries the token, the archive answers 403, the page says why and the study
+    stays."""
+    ct = pydicom.dcmread(CT)
+    path = f"/dicom-web/studies/{ct.StudyInstanceUID}"
+    network.expect_status(403, path)
+    page.goto("/ui/")
+    sign_in(page, secured.provider)
+    page.wait_for_url(f"{secured.base_url}/ui/**")
+    page.wait_for_selector("body[data-ready=true]")
+    page.fill("#search [name=PatientID]", "1CT1")
+    page.click("#search button[type=submit]")
+    row = page.locator(f'#studies tr[data-study="{ct.StudyInstanceUID}"]')
+    expect(row).to_have_count(1)
+
+    row.get_by_role("button", name=re.compile(r"^Delete study of ")).click()
+    page.click("#confirm-delete-ok")
+
+    expect(page.locator("#message")).to_have_text(
+        "Delete refused: you are not allowed to delete (the delete permission is needed)."
+    )
+    expect(row).to_have_count(1)
+    deletes = [r for r in traffic.to(secured.base_url, path) if r.method == "DELETE"]
+    assert len(deletes) == 1
+    (token,) = bearer_tokens(deletes)
+    assert "dicom:delete" not in claims_of(token)["scope"].split()
+    page.wait_for_selector("body[data-pending='0']", state="attached")
 
 
 def test_the_viewer_logs_in_at_the_same_provider(

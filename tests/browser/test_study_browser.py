@@ -14,12 +14,13 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 from pydicom.uid import generate_uid
 
+from conftest import running_server
 from integration.support import AS_STORED, multipart_related, split_multipart
 
-from .conftest import DATASET, NetworkLog, Site, sample_file
+from .conftest import DATASET, WAIT_MS, NetworkLog, Site, sample_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -248,3 +249,120 @@ def stored_bytes(site: Site, path: Path) -> bytes:
     assert response.status_code == 200, response.text
     (part,) = split_multipart(response.content, response.headers["content-type"])
     return part.data
+
+
+def store_ct_copies(
+    site: Site, patient_id: str, series_per_study: list[int]
+) -> list[pydicom.Dataset]:
+    """Store copies of the CT under new UIDs: one study per entry of
+    ``series_per_study``, with that many series (one instance each)."""
+    stored = []
+    for count in series_per_study:
+        study = generate_uid()
+        for _ in range(count):
+            ds = pydicom.dcmread(CT)
+            ds.PatientID = patient_id
+            ds.StudyInstanceUID = study
+            ds.SeriesInstanceUID = generate_uid()
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            stored.append(ds)
+    parts = []
+    for ds in stored:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        parts.append(buffer.getvalue())
+    body, content_type = multipart_related(parts)
+    answer = httpx.post(
+        f"{site.base_url}/dicom-web/studies",
+        content=body,
+        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    return stored
+
+
+def qido(site: Site, path: str, **params: str) -> list[str]:
+    """The UIDs (StudyInstanceUID, or SeriesInstanceUID under a study) QIDO-RS finds."""
+    answer = httpx.get(f"{site.base_url}/dicom-web{path}", params=params, timeout=60)
+    assert answer.status_code in (200, 204), answer.text
+    tag = "0020000E" if "/series" in path else "0020000D"
+    return sorted(item[tag]["Value"][0] for item in (answer.json() if answer.content else []))
+
+
+def focused(page: Page) -> str:
+    return str(page.evaluate("document.activeElement && document.activeElement.id"))
+
+
+def test_delete_a_study_after_confirming(page: Page, site: Site) -> None:
+    """Two studies; Cancel keeps both; confirming deletes one: the list shows only the
+    other, and QIDO-RS agrees."""
+    first, second = store_ct_copies(site, "DEL-STUDY", [1, 1])
+    open_browser(page)
+    search(page, PatientID="DEL-STUDY")
+    rows = page.locator("#studies tbody tr[data-study]")
+    expect(rows).to_have_count(2)
+    row = page.locator(f'#studies tr[data-study="{first.StudyInstanceUID}"]')
+    button = row.get_by_role("button", name=re.compile(r"^Delete study of "))
+    dialog = page.locator("#confirm-delete")
+
+    button.click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("1 image")
+    assert focused(page) == "confirm-delete-cancel"
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(rows).to_have_count(2)
+    assert page.evaluate("document.activeElement.dataset.action") == "delete-study"
+
+    button.click()
+    page.click("#confirm-delete-ok")
+    expect(page.locator("#notice")).to_have_text("Study of CompressedSamples^CT1 deleted.")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-study") == second.StudyInstanceUID
+    assert qido(site, "/studies", PatientID="DEL-STUDY") == [second.StudyInstanceUID]
+    assert focused(page) == "notice"
+
+
+def test_delete_one_series_of_a_study(page: Page, site: Site) -> None:
+    (kept, gone) = store_ct_copies(site, "DEL-SERIES", [2])
+    study = kept.StudyInstanceUID
+    open_browser(page)
+    search(page, PatientID="DEL-SERIES")
+    assert wait_for_thumbnails(page, study) == 2
+    figure = page.locator(f'#studies figure[data-series="{gone.SeriesInstanceUID}"]')
+
+    figure.get_by_role("button", name=re.compile(r"^Delete series ")).click()
+    expect(page.locator("#confirm-delete")).to_contain_text("Series CT")
+    page.click("#confirm-delete-ok")
+
+    expect(page.locator("#notice")).to_contain_text("deleted.")
+    assert wait_for_thumbnails(page, study) == 1
+    assert page.locator(f'#studies figure[data-series="{kept.SeriesInstanceUID}"]').count() == 1
+    assert qido(site, f"/studies/{study}/series") == [kept.SeriesInstanceUID]
+
+
+def test_no_delete_buttons_when_the_archive_never_deletes(browser: Browser, tmp_path: Path) -> None:
+    """With ``[retention] allow_delete = false`` (DELETE answers 405) the page offers
+    no Delete, for studies nor series."""
+    env = {"DICOMCLOUD_RETENTION__ALLOW_DELETE": "false"}
+    with running_server(tmp_path / "data", env) as server:
+        site = Site(server.base_url, tmp_path / "data")
+        (ds,) = store_ct_copies(site, "NO-DELETE", [1])
+        network = NetworkLog(site.host)
+        context = browser.new_context(base_url=site.base_url)
+        context.on("response", lambda r: network.response(r.status, r.request.method, r.url))
+        context.on("requestfailed", lambda r: network.failed(r.url, r.failure))
+        try:
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            open_browser(page)
+            search(page, PatientID="NO-DELETE")
+            assert wait_for_thumbnails(page, ds.StudyInstanceUID) == 1
+            row = page.locator(f'#studies tr[data-study="{ds.StudyInstanceUID}"]')
+            expect(row.get_by_role("button", name="Download")).to_be_visible()
+            assert row.get_by_role("button", name=re.compile("^Delete")).count() == 0
+            page.wait_for_selector("body[data-pending='0']", state="attached")
+        finally:
+            context.close()
+        assert not network.problems, "\n".join(network.problems)

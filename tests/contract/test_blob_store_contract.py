@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -209,3 +210,26 @@ async def test_s3_unreachable_server_is_storage_unavailable_after_retries() -> N
         await store.get(KEY)
     with pytest.raises(StorageUnavailable):
         await store.ping()
+
+
+async def test_list_objects(store: BlobStore) -> None:
+    """Every object under a key prefix with its size and write time; nothing of a
+    write in progress nor of ``ping``."""
+    started = time.time()
+    keys = {
+        "t1/1.2/1.2.3/1.2.3.4.dcm": b"abc",
+        "t1/1.2/1.2.3/1.2.3.5.0123abcd.dcm": b"de",
+        "t1/1.2/1.2.3/1.2.3.4.derived/1.2.840.10008.1.2.4.201.0123abcd.dcm": b"f",
+        "t10/1.2/1.2.3/1.2.3.4.dcm": b"ghij",
+        "t2/1.2/1.2.3/1.2.3.4.dcm": b"k",
+    }
+    for key, data in keys.items():
+        await store.put(key, [data])
+    await store.ping()
+
+    everything = {o.key: o for o in [found async for found in store.list_objects()]}
+    assert {k: o.size for k, o in everything.items()} == {k: len(d) for k, d in keys.items()}
+    assert all(started - 60 < o.modified < time.time() + 60 for o in everything.values())
+    tenant = {found.key async for found in store.list_objects("t1/")}
+    assert tenant == {k for k in keys if k.startswith("t1/")}
+    assert {found.key async for found in store.list_objects("nobody/")} == set()

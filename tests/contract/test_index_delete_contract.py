@@ -294,3 +294,26 @@ async def test_deletes_racing_stores_leave_no_orphan_rows(index: IndexUnderTest)
         assert studies == [] and series == [] and patients == []
     events = await _deleted_events(index)
     assert len(events) == deleted
+
+
+async def test_series_blob_keys(index: IndexUnderTest) -> None:
+    """The blob keys of a batch of series, by series: only series that hold instances
+    (storage garbage collection asks which stored files are still referenced)."""
+    await _stored(index)
+    await _stored(index, tenant="t2")
+    await index.delete_instances(DeleteRequest("t1", STUDY_A, MR))
+
+    found = await index.series_blob_keys("t1", [CT, MR, OTHER, "1.2.3.999"])
+
+    assert found == {
+        CT: {f"t1/{STUDY_A}/{CT}/{CT}.{n}.dcm" for n in (1, 2, 3)},
+        OTHER: {f"t1/{STUDY_B}/{OTHER}/{OTHER}.1.dcm"},
+    }
+    assert await index.series_blob_keys("t1", []) == {}
+    assert set(await index.series_blob_keys("t2", [MR])) == {MR}
+    if isinstance(index, SqlIndex):  # the copy rows live in the index database
+        made = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+        copy = DerivedCopy("t1", STUDY_A, CT, f"{CT}.1", HTJ2K, f"t1/x/{CT}.1.j2k", 5, "v1", made)
+        await SqlDerivedCopies(index.runner).record_copy(copy)
+        with_copy = await index.series_blob_keys("t1", [CT])
+        assert with_copy[CT] == {*found[CT], copy.blob_key}

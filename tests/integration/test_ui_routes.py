@@ -1,6 +1,7 @@
 """The pages served next to DICOMweb: ``/`` -> the study browser, its static files,
-``/api/status`` (health and counts), and ``/viewer/`` (the installed OHIF bundle with a
-fallback to its page for the application's routes, or how to install it)."""
+``/api/status`` (health, counts, whether deletion is allowed), and ``/viewer/`` (the
+installed OHIF bundle with a fallback to its page for the application's routes, or how
+to install it)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,20 @@ async def test_status_counts_studies_series_and_instances(local: LocalArchive) -
     assert body["counts"] == {"studies": 2, "series": 3, "instances": 3}
     assert body["viewer"] == {"installed": False, "version": None}
     assert body["dicomweb"] == "/dicom-web"
+    assert body["allow_delete"] is True
+
+
+async def test_status_says_whether_deletion_is_allowed(make_archive: ArchiveFactory) -> None:
+    """The study browser hides its Delete buttons when DELETE would answer 405."""
+    local = await make_archive(retention__allow_delete=False)
+    one = new_instance()
+    assert (await local.stow([one.data])).status_code == 200
+
+    status = (await local.client.get("/api/status")).json()
+    refused = await local.client.delete(f"/dicom-web/studies/{one.study}")
+
+    assert status["allow_delete"] is False
+    assert refused.status_code == 405
 
 
 async def test_viewer_not_installed_says_how_to_install_it(local: LocalArchive) -> None:

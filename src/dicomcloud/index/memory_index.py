@@ -298,6 +298,19 @@ class MemoryIndex:
 
         return LevelCounts(count(self._studies), count(self._series), count(self._instances))
 
+    async def series_blob_keys(
+        self, tenant_id: str, series_instance_uids: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """The blob keys of these series' instances, by series (viewer-ready copies
+        are recorded apart from an in-memory index)."""
+        self._check_open()
+        wanted = set(series_instance_uids)
+        found: dict[str, set[str]] = {}
+        for (tenant, _), record in self._instances.items():
+            if tenant == tenant_id and record.series_instance_uid in wanted:
+                found.setdefault(record.series_instance_uid, set()).add(record.blob_key)
+        return found
+
     async def count_all_instances(self) -> int:
         """How many instances the index holds, all tenants together."""
         self._check_open()

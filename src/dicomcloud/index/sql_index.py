@@ -424,6 +424,34 @@ class SqlIndex:
 
         return await self._runner.run(work, what="counting studies, series and instances")
 
+    async def series_blob_keys(
+        self, tenant_id: str, series_instance_uids: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """The blob keys of these series' instances and viewer-ready copies, by series
+        (only series that hold instances); two statements on the tenant-leading
+        indexes."""
+        instance, copy = schema.instance, schema.derived_copy
+        wanted = sorted(set(series_instance_uids))
+        if not wanted:
+            return {}
+        originals = sa.select(instance.c.series_instance_uid, instance.c.blob_key).where(
+            instance.c.tenant_id == tenant_id, instance.c.series_instance_uid.in_(wanted)
+        )
+        copies = sa.select(copy.c.series_instance_uid, copy.c.blob_key).where(
+            copy.c.tenant_id == tenant_id, copy.c.series_instance_uid.in_(wanted)
+        )
+
+        def work(conn: Connection) -> dict[str, set[str]]:
+            found: dict[str, set[str]] = {}
+            for series_uid, key in conn.execute(originals):
+                found.setdefault(series_uid, set()).add(key)
+            for series_uid, key in conn.execute(copies):
+                if series_uid in found:
+                    found[series_uid].add(key)
+            return found
+
+        return await self._runner.run(work, what="listing referenced blob keys")
+
     async def count_all_instances(self) -> int:
         """How many instances the index holds, all tenants together."""
         query = sa.select(sa.func.count()).select_from(schema.instance)

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dicomcloud.errors import ConfigurationError, StoredObjectUnreadable
-from dicomcloud.ports import BlobStore
+from dicomcloud.ports import BlobStore, StoredObject
 
 MAGIC: Final = b"\x89DCE"
 VERSION: Final = 1
@@ -356,6 +356,11 @@ class EncryptedBlobStore:
         header = await self._header_or_plain(key)
         sealed = await self.inner.size(key)
         return sealed if header is None else header.plain_size(sealed, key)
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """The inner store's objects (sizes as stored: sealed)."""
+        async for found in self.inner.list_objects(prefix):
+            yield found
 
     async def exists(self, key: str) -> bool:
         return await self.inner.exists(key)

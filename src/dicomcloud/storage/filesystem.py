@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from dicomcloud.errors import NotFound, StorageUnavailable
+from dicomcloud.ports import StoredObject
 from dicomcloud.storage.keys import check_key
 
 _TMP = ".tmp"
@@ -180,6 +181,16 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise StorageUnavailable(f"storage root {self.root} is not writable: {exc}") from exc
 
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """Every object under ``prefix`` (a key prefix), with its size and mtime; the
+        directory tree is walked in a worker thread, one directory at a time."""
+        folder, _, _ = prefix.rpartition("/")
+        start = self._path(folder) if folder else self.root
+        walk = iter(os.walk(start)) if start.is_dir() else iter(())
+        while (step := await self._run(_next_listing, walk, self.root, prefix)) is not None:
+            for found in step:
+                yield found
+
     def iter_keys(self) -> Iterator[str]:
         """Every stored object's key (temp files excluded), in no particular order."""
         for directory, subdirs, names in os.walk(self.root):
@@ -191,6 +202,31 @@ class FilesystemBlobStore:
 
     def size_of(self, key: str) -> int:
         return self._path(key).stat().st_size
+
+
+def _next_listing(
+    walk: Iterator[tuple[str, list[str], list[str]]], root: Path, prefix: str
+) -> list[StoredObject] | None:
+    """The objects of the next directory of ``walk`` (None at its end)."""
+    step = next(walk, None)
+    if step is None:
+        return None
+    directory, subdirs, names = step
+    here = Path(directory)
+    if here == root:
+        subdirs[:] = [d for d in subdirs if d != _TMP]
+    relative = here.relative_to(root)
+    found = []
+    for name in names:
+        key = (relative / name).as_posix() if relative.parts else name
+        if not key.startswith(prefix):
+            continue
+        try:
+            stat = (here / name).stat()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        found.append(StoredObject(key, stat.st_size, stat.st_mtime))
+    return found
 
 
 def _open_for_reading(path: Path) -> BinaryIO:

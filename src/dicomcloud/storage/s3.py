@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from dicomcloud.errors import ConfigurationError, NotFound, StorageUnavailable
+from dicomcloud.ports import StoredObject
 from dicomcloud.storage.keys import check_key
 
 if TYPE_CHECKING:
@@ -254,6 +255,20 @@ class S3BlobStore:
         except NotFound:
             return False
         return True
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """ListObjectsV2 pages under ``prefix`` (obstore follows the continuation
+        tokens); the ``.ping/`` probes are left out."""
+        import obstore
+
+        folder = prefix.rpartition("/")[0]  # object_store lists whole path segments
+        with _translated(prefix or "/"):
+            async for batch in obstore.list(self._store, folder or None, chunk_size=1000):
+                for meta in batch:
+                    key = str(meta["path"])
+                    if key.startswith(".ping/") or not key.startswith(prefix):
+                        continue
+                    yield StoredObject(key, int(meta["size"]), meta["last_modified"].timestamp())
 
     async def ping(self) -> None:
         """Write and remove a probe object: the bucket exists and accepts writes."""

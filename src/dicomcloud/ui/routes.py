@@ -49,7 +49,8 @@ async def root(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """Health, counts and the viewer's state for the study browser's header."""
+    """Health, counts, the viewer's state and whether deletion is allowed, for the study
+    browser."""
     archive = archive_of(request)
     settings = archive.settings
     checks: dict[str, str] = {}
@@ -77,6 +78,9 @@ async def status(request: Request) -> Response:
             "counts": counts,
             "dicomweb": DICOMWEB_PREFIX,
             "viewer": {"installed": viewer is not None, "version": viewer},
+            # Whether DELETE is accepted ([retention] allow_delete); the browser hides
+            # its Delete buttons otherwise (the permission is checked per request).
+            "allow_delete": settings.retention.allow_delete,
         },
         200 if ready else 503,
         headers=_NO_CACHE,

@@ -129,6 +129,15 @@ export async function store(files) {
   return { status: response.status, body: text ? JSON.parse(text) : {} };
 }
 
+/**
+ * DELETE of a study, series or instance (the archive's non-standard extension: PS3.18
+ * defines no delete transaction); resolves on 204, throws HttpError otherwise (403 no
+ * `delete` permission, 404 already gone, 405 deletion disabled).
+ */
+export async function remove(path) {
+  await request(dicomweb(path), { method: 'DELETE' });
+}
+
 /** The server's health and counts. */
 export async function status() {
   const response = await request(STATUS, { okStatuses: [503] });

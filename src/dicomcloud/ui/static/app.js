@@ -1,5 +1,6 @@
 // The study browser: search (QIDO-RS), series thumbnails (WADO-RS /thumbnail), upload
-// (STOW-RS), download (WADO-RS application/zip) and links to the OHIF viewer.
+// (STOW-RS), download (WADO-RS application/zip), delete (DELETE on the WADO-RS paths,
+// after a confirmation dialog) and links to the OHIF viewer.
 import * as api from './api.js';
 import * as auth from './auth.js';
 
@@ -26,7 +27,7 @@ const INCLUDE = ['StudyDescription', 'ModalitiesInStudy', 'NumberOfStudyRelatedI
   'NumberOfStudyRelatedSeries'];
 
 const $ = (selector) => document.querySelector(selector);
-const state = { offset: 0, limit: 25, sort: null, descending: false, rows: [], more: false, viewer: false, generation: 0 };
+const state = { offset: 0, limit: 25, sort: null, descending: false, rows: [], more: false, viewer: false, allowDelete: false, generation: 0 };
 
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -43,6 +44,10 @@ function showMessage(text) {
   const message = $('#message');
   message.textContent = text || '';
   message.hidden = !text;
+}
+
+function showNotice(text) {
+  $('#notice').textContent = text || '';
 }
 
 function formatDate(da) {
@@ -134,6 +139,19 @@ function studyRow(row) {
     viewer.title = 'The viewer is not installed: run `dicomcloud viewer install` on the server';
   }
   const download = element('button', { type: 'button', onclick: () => downloadStudy(uid, download) }, 'Download');
+  const patient = api.value(row, T.PatientName) || '(no name)';
+  const what = [patient, formatDate(api.value(row, T.StudyDate)), api.value(row, T.StudyDescription)]
+    .filter((v) => v !== '').join(', ');
+  const count = api.value(row, T.NumberOfStudyRelatedInstances);
+  const remove = element('button', {
+    type: 'button',
+    class: 'danger',
+    'data-action': 'delete-study',
+    'aria-label': `Delete study of ${what}`,
+    onclick: () => confirmDelete(remove, `/studies/${uid}`,
+      `The study of ${what}: ${count} image${count === 1 ? '' : 's'}.`, `Study of ${patient} deleted.`),
+  }, 'Delete');
+  remove.hidden = !state.allowDelete;
   const tr = element('tr', { 'data-study': uid },
     element('th', { scope: 'row' }, api.value(row, T.PatientName) || '(no name)'),
     element('td', {}, api.value(row, T.PatientID)),
@@ -143,7 +161,7 @@ function studyRow(row) {
     element('td', {}, api.value(row, T.AccessionNumber)),
     element('td', { class: 'number' }, String(api.value(row, T.NumberOfStudyRelatedInstances))),
     thumbnails,
-    element('td', {}, element('div', { class: 'actions' }, viewer, download)),
+    element('td', {}, element('div', { class: 'actions' }, viewer, download, remove)),
   );
   queue(() => loadSeries(uid, thumbnails));
   return tr;
@@ -185,8 +203,19 @@ async function loadSeries(study, cell) {
         api.value(series, T.SeriesDescription)].filter((v) => v !== '').join(' ');
       const count = api.value(series, T.NumberOfSeriesRelatedInstances);
       const img = element('img', { alt: `Series ${label}`, width: 64, height: 64, 'data-series': uid });
-      const figure = element('figure', { title: `${label} (${count} images)` }, img,
+      const figure = element('figure', { title: `${label} (${count} images)`, 'data-series': uid }, img,
         element('figcaption', {}, `${label} · ${count}`));
+      if (state.allowDelete) {
+        const remove = element('button', {
+          type: 'button',
+          class: 'danger',
+          'data-action': 'delete-series',
+          'aria-label': `Delete series ${label}`,
+          onclick: () => confirmDelete(remove, `/studies/${study}/series/${uid}`,
+            `Series ${label} of this study: ${count} image${count === 1 ? '' : 's'}.`, `Series ${label} deleted.`),
+        }, 'Delete');
+        figure.append(remove);
+      }
       cell.append(figure);
       queue(async () => {
         if (!img.isConnected) return;
@@ -220,6 +249,52 @@ async function downloadStudy(uid, button) {
     button.disabled = false;
     button.textContent = label;
   }
+}
+
+/**
+ * Ask in the confirmation dialog (a modal <dialog>: focus moves into it, Cancel first,
+ * Escape cancels), then DELETE `path`; the list and the counts are refreshed.
+ */
+async function confirmDelete(button, path, description, done) {
+  const dialog = $('#confirm-delete');
+  $('#confirm-delete-text').textContent = description;
+  dialog.returnValue = '';
+  dialog.showModal();
+  $('#confirm-delete-cancel').focus();
+  const answer = await new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue), { once: true }));
+  if (answer !== 'delete') {
+    button.focus();
+    return;
+  }
+  button.disabled = true;
+  showMessage('');
+  showNotice('Deleting…');
+  let problem = '';
+  try {
+    await api.remove(path);
+  } catch (error) {
+    if (error.status === 403) {
+      problem = 'Delete refused: you are not allowed to delete (the delete permission is needed).';
+    } else if (error.status === 405) {
+      state.allowDelete = false;
+      problem = 'Delete refused: deletion is disabled on this archive.';
+    } else if (error.status === 404) {
+      problem = 'Already deleted: the archive no longer has it.';
+    } else {
+      problem = `Delete failed: ${error.message}`;
+    }
+  }
+  if (problem && button.isConnected) button.disabled = false;
+  if (!problem || problem.startsWith('Already')) {
+    refreshStatus();
+    await runSearch();
+  } else if (!state.allowDelete) {
+    render();
+  }
+  showNotice(problem ? '' : done);
+  if (problem) showMessage(problem);
+  // The focus goes to the result line: the button's row may be gone.
+  $(problem ? '#message' : '#notice').focus();
 }
 
 async function collectFiles(dataTransfer) {
@@ -291,6 +366,7 @@ async function refreshStatus() {
   try {
     const info = await api.status();
     state.viewer = info.viewer.installed;
+    state.allowDelete = info.allow_delete === true;
     $('#viewer-link').hidden = !info.viewer.installed;
     const counts = info.counts
       ? `${info.counts.studies} studies, ${info.counts.series} series, ${info.counts.instances} instances`
