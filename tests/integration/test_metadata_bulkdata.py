@@ -104,3 +104,23 @@ async def test_bad_paths_and_types(local: LocalArchive) -> None:
     assert (await get(local, f"{base}/7FE00010", Accept="image/png")).status_code == 406
     missing = base.replace("/instances/", "/instances/9.9.9.9.").rsplit("/bulkdata", 1)[0]
     assert (await get(local, f"{missing}/bulkdata/7FE00010")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["CT_small.dcm", "emri_small.dcm", "SC_rgb_dcmtk_+eb+cy+n1.dcm", "image_dfl.dcm"],
+)
+async def test_large_objects_give_the_same_metadata_from_ranged_reads(
+    local: LocalArchive, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``LARGE_OBJECT_BYTES`` the metadata is built from ranged reads of the
+    stored file (never whole in memory): the same BulkDataURI and the same value."""
+    import dicomcloud.services.metadata as metadata_module
+
+    monkeypatch.setattr(metadata_module, "LARGE_OBJECT_BYTES", 0)
+    uri, value = await pixel_data_uri(local, name)
+
+    response = await get(local, uri, accept="application/octet-stream")
+
+    assert response.status_code == 200, response.text
+    assert response.content == value

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 from dicomcloud.cache.failsafe import FailSafeCache
 from dicomcloud.domain.events import INSTANCE_STORED, StoredEvent
@@ -39,7 +39,9 @@ from dicomcloud.ports import BlobStore, Delivery, Index
 from dicomcloud.services.metadata_json import (
     FORMAT,
     BulkRef,
+    RangeReader,
     build_instance_metadata,
+    build_instance_metadata_from,
     bulk_value,
     with_base,
 )
@@ -52,6 +54,15 @@ T = TypeVar("T")
 
 #: Base URLs per tenant for which the worker keeps series aggregates ready.
 MAX_KNOWN_BASES = 8
+#: Stored files above this size are read in pieces when their metadata is built, so
+#: that a multi-gigabyte multi-frame object never sits in memory (bulk values with a
+#: defined length are not read at all).
+LARGE_OBJECT_BYTES = 32 << 20
+#: Bytes per ranged read of such a file.
+LARGE_OBJECT_READ = 1 << 20
+#: Deflated Explicit VR Little Endian (PS3.5 A.5): positions are those of the inflated
+#: stream, so such a file is always read whole.
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 #: Tenants whose base URLs are remembered (least recently used forgotten first).
 MAX_KNOWN_TENANTS = 4096
 
@@ -205,17 +216,20 @@ class MetadataService:
         if not rebuild:
             with contextlib.suppress(NotFound):
                 return await self.store.get(key)
-        try:
-            part10 = await self.blobs.get(record.blob_key)
-        except NotFound as exc:
-            raise NotFound(
-                f"the stored object of instance {record.sop_instance_uid} is missing"
-            ) from exc
         prefix = (
             f"/studies/{record.study_instance_uid}/series/{record.series_instance_uid}"
             f"/instances/{record.sop_instance_uid}/bulkdata/"
         )
-        built = await self._cpu(_build_object, part10, self.threshold, prefix)
+        try:
+            if record.size > LARGE_OBJECT_BYTES and record.transfer_syntax_uid != _DEFLATED:
+                built = await self._build_large(record, prefix)
+            else:
+                part10 = await self.blobs.get(record.blob_key)
+                built = await self._cpu(_build_object, part10, self.threshold, prefix)
+        except NotFound as exc:
+            raise NotFound(
+                f"the stored object of instance {record.sop_instance_uid} is missing"
+            ) from exc
         await self.store.put(key, [built])
         self.instances_built += 1
         if verify:
@@ -224,6 +238,28 @@ class MetadataService:
                 with contextlib.suppress(Exception):
                     await self.store.delete(key)
         return built
+
+    async def _build_large(self, record: InstanceRecord, prefix: str) -> bytes:
+        """The metadata object of a large file, parsed in a CPU thread from ranged reads
+        (run on this event loop), holding about one read buffer of it at a time."""
+        loop = asyncio.get_running_loop()
+        key = record.blob_key
+        size = await self.blobs.size(key)
+
+        def read_range(offset: int, length: int) -> bytes:
+            future = asyncio.run_coroutine_threadsafe(
+                self.blobs.read_range(key, offset, length), loop
+            )
+            return future.result()
+
+        def build() -> bytes:
+            reader = RangeReader(read_range, size, block=LARGE_OBJECT_READ)
+            built = build_instance_metadata_from(
+                cast(BinaryIO, reader), threshold=self.threshold, uri_prefix=prefix
+            )
+            return json.dumps(built, ensure_ascii=False, separators=(",", ":")).encode()
+
+        return await self._cpu(build)
 
     async def instance_metadata(self, record: InstanceRecord, base: str) -> dict[str, Any]:
         """PS3.18 10.4.1.1.6 for one instance: its DICOM JSON data set."""

@@ -16,9 +16,9 @@ from __future__ import annotations
 import base64
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
@@ -62,6 +62,71 @@ def build_instance_metadata(part10: bytes, *, threshold: int, uri_prefix: str) -
     return {"format": FORMAT, "dataset": dataset, "bulk": bulk}
 
 
+def build_instance_metadata_from(
+    source: BinaryIO, *, threshold: int, uri_prefix: str
+) -> dict[str, Any]:
+    """``build_instance_metadata`` of a large stored file read through ``source`` (a
+    seekable reader over the blob), without holding the file in memory: bulk values
+    with a defined length are not read at all (pydicom's ``defer_size``); their offset
+    and length come from the element header.  Not for a deflated data set (its
+    positions are those of the inflated stream): use ``build_instance_metadata``."""
+    try:
+        ds = dcmread(source, force=True, defer_size=max(threshold, 1))
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError) as exc:
+        raise UnreadableInstance(f"the stored object cannot be parsed: {exc}") from exc
+    bulk: dict[str, list[int | None]] = {}
+    dataset = _dataset_json(ds, "", _Context(None, threshold, uri_prefix, bulk, source))
+    return {"format": FORMAT, "dataset": dataset, "bulk": bulk}
+
+
+class RangeReader(io.RawIOBase):
+    """A read-only, seekable file over ``read_range(offset, length)`` calls (a blob in
+    object storage, read in pieces of at least ``block`` bytes, the last one kept).
+
+    Deliberately not an ``io.BufferedReader``: pydicom takes one for a file on disk and
+    would reopen it by name."""
+
+    def __init__(
+        self, read_range: Callable[[int, int], bytes], size: int, *, block: int = 1 << 20
+    ) -> None:
+        super().__init__()
+        self._read_range = read_range
+        self._size = size
+        self._block = block
+        self._position = 0
+        self._cached_at = 0
+        self._cached = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        start = self._position - self._cached_at
+        if not (start >= 0 and start + wanted <= len(self._cached)):
+            self._cached_at = self._position
+            self._cached = self._read_range(self._position, max(wanted, self._block))
+            start = 0
+        data = self._cached[start : start + wanted]
+        view[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
 def bulk_value(part10: bytes, path: str) -> bytes:
     """The value of the element at ``path`` in the data set, parsing the file (used only
     when its bytes are not stored as is); ``NotFound`` if there is no such element."""
@@ -97,10 +162,11 @@ def with_base(dataset: dict[str, Any], base: str) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Context:
-    part10: bytes
+    part10: bytes | None
     threshold: int
     uri_prefix: str
     bulk: dict[str, list[int | None]]
+    source: BinaryIO | None = None
 
 
 def _read(part10: bytes) -> Dataset:
@@ -113,7 +179,8 @@ def _read(part10: bytes) -> Dataset:
 def _elements(ds: Dataset) -> Iterator[tuple[int, RawDataElement | DataElement]]:
     for tag in sorted(ds.keys()):  # iterating ``ds`` itself would convert every value
         if tag.element != 0:  # group lengths are not part of the JSON model
-            yield int(tag), ds.get_item(tag)
+            # keep_deferred: a value left in the file (defer_size) stays there
+            yield int(tag), ds.get_item(tag, keep_deferred=True)
 
 
 def _vr(tag: int, raw: RawDataElement | DataElement, ds: Dataset) -> str:
@@ -142,9 +209,17 @@ def _dataset_json(ds: Dataset, path: str, ctx: _Context) -> dict[str, Any]:
             out[key] = _sequence_json(ds, tag, f"{path}{key}", ctx)
             continue
         value = raw.value
+        if isinstance(raw, RawDataElement) and value is None and raw.length == 0xFFFFFFFF:
+            value = ds[tag].value  # deferred but of undefined length: read it now
+        if _deferred(raw) and vr in BINARY_VRS:  # a large value left in the file
+            element_path = f"{path}{key}"
+            assert isinstance(raw, RawDataElement)
+            ctx.bulk[element_path] = [raw.value_tell, raw.length]
+            out[key] = {"vr": vr, "BulkDataURI": ctx.uri_prefix + element_path}
+            continue
         if vr in BINARY_VRS and isinstance(value, bytes) and len(value) > ctx.threshold:
             element_path = f"{path}{key}"
-            ctx.bulk[element_path] = [_offset_of(raw, value, ctx.part10), len(value)]
+            ctx.bulk[element_path] = [_offset_of(raw, value, ctx), len(value)]
             out[key] = {"vr": vr, "BulkDataURI": ctx.uri_prefix + element_path}
             continue
         out[key] = _element_json(ds, tag, vr, value)
@@ -172,12 +247,34 @@ def _element_json(ds: Dataset, tag: int, vr: str, raw_value: object) -> dict[str
         return {"vr": vr}
 
 
-def _offset_of(raw: RawDataElement | DataElement, value: bytes, part10: bytes) -> int | None:
+def _deferred(raw: RawDataElement | DataElement) -> bool:
+    """A value pydicom did not read (``defer_size``): defined length, left in the file."""
+    return (
+        isinstance(raw, RawDataElement)
+        and raw.value is None
+        and raw.length not in (0, 0xFFFFFFFF)
+        and raw.value_tell is not None
+    )
+
+
+#: Bytes compared at each end of a value read through a reader (not held in memory).
+_PROBE = 64
+
+
+def _offset_of(raw: RawDataElement | DataElement, value: bytes, ctx: _Context) -> int | None:
     """The value's offset in the stored file, checked against the bytes there (a
-    deflated data set, or a sequence pydicom re-parsed, has positions of its own)."""
+    deflated data set, or a sequence pydicom re-parsed, has positions of its own).
+    Through a reader, the first and last bytes of the value are compared."""
     offset = raw.value_tell if isinstance(raw, RawDataElement) else raw.file_tell
     if offset is None or offset < 0:
         return None
-    if part10[offset : offset + len(value)] != value:
+    if ctx.part10 is not None:
+        return int(offset) if ctx.part10[offset : offset + len(value)] == value else None
+    if ctx.source is None:
         return None
-    return int(offset)
+    head, tail = value[:_PROBE], value[-_PROBE:]
+    ctx.source.seek(offset)
+    if ctx.source.read(len(head)) != head:
+        return None
+    ctx.source.seek(offset + len(value) - len(tail))
+    return int(offset) if ctx.source.read(len(tail)) == tail else None
